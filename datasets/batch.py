@@ -1,0 +1,40 @@
+"""The plain-data boundary between the data pipeline and the models: one padded mini-batch of tensors."""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import torch
+
+N_TIME_BUCKETS = 13  # gap buckets 0..12 (thresholds 2^1..2^12 days)
+
+
+@dataclass(frozen=True)
+class Batch:
+    """A mini-batch. Histories are right-padded to the longest history in the batch (L).
+
+    user:      [B]    user ids
+    hist:      [B, L] item ids, oldest first; padded slots hold 0 and must be ignored through `mask`
+    hist_time: [B, L] time-gap bucket of each history item relative to the target's day, 0..12
+    hist_rating: [B, L] rating 1..5 of each history item (0 = unknown), for behaviour groups
+    mask:      [B, L] True for real history items
+    lengths:   [B]    number of real history items (>= 0; BPR rows may have 0)
+    target:    [B]    the item to score (pointwise rows: positive or negative; pairwise rows: positive)
+    label:     [B]    1.0 / 0.0 for pointwise rows, else None
+    neg:       [B]    sampled negative for pairwise rows (BPR, evaluation pairs), else None
+    """
+
+    user: torch.Tensor
+    hist: torch.Tensor
+    hist_time: torch.Tensor
+    hist_rating: torch.Tensor
+    mask: torch.Tensor
+    lengths: torch.Tensor
+    target: torch.Tensor
+    label: torch.Tensor | None = None
+    neg: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return int(self.user.shape[0])
+
+    def with_target(self, target: torch.Tensor) -> "Batch":
+        return replace(self, target=target)

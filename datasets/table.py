@@ -1,0 +1,206 @@
+"""Stage 2: raw interactions -> re-mapped, time-sorted table in CSR form, cached by content hash.
+
+Exactly as the reference (`utils/2_remap_id.py` of jinze1994/ATRank): items, categories and users are re-mapped
+to 0..n-1 by the sorted order of their raw keys (three independent maps); meta is kept only for reviewed items;
+reviews are stably sorted by (user, time), so same-time reviews keep the raw file's order.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from datasets.raw_types import RawData
+
+log = logging.getLogger(__name__)
+
+TABLE_VERSION = "1"  # bump when this module's output changes, to invalidate caches
+UNKNOWN_CATEGORY = "<unknown>"
+
+
+@dataclass(frozen=True)
+class Table:
+    """User histories in CSR form: user u's items are items[indptr[u]:indptr[u+1]], oldest first."""
+
+    name: str
+    indptr: np.ndarray  # int64 [n_users + 1]
+    items: np.ndarray  # int32 [n_interactions]
+    times: np.ndarray  # int64 [n_interactions], unix seconds
+    ratings: np.ndarray  # int8 [n_interactions], 0 = unknown, else 1..5
+    item_category: np.ndarray  # int32 [n_items]
+    user_keys: np.ndarray  # str [n_users], raw ids in re-mapped order (sorted)
+    item_keys: np.ndarray  # str [n_items]
+    category_keys: np.ndarray  # str [n_categories]
+    content_hash: str
+
+    @property
+    def n_users(self) -> int:
+        return len(self.indptr) - 1
+
+    @property
+    def n_items(self) -> int:
+        return len(self.item_keys)
+
+    @property
+    def n_categories(self) -> int:
+        return len(self.category_keys)
+
+    @property
+    def n_interactions(self) -> int:
+        return len(self.items)
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.indptr)
+
+    def stats(self) -> dict[str, int]:
+        return {"users": self.n_users, "items": self.n_items, "categories": self.n_categories,
+                "interactions": self.n_interactions}
+
+
+def build_table(raw: RawData, name: str, min_user_interactions: int = 3) -> Table:
+    """Re-map ids by sorted raw key and sort by (user, time); `content_hash` is filled in by `load_table`."""
+    reviews = raw.reviews
+    if len(reviews) == 0:
+        raise ValueError(f"dataset {name!r}: no interactions were read from {[str(f) for f in raw.files]}")
+    user_raw = reviews["user"].to_numpy(dtype=str)
+    item_raw = reviews["item"].to_numpy(dtype=str)
+    time = reviews["time"].to_numpy(dtype=np.int64)
+    rating = reviews["rating"].to_numpy(dtype=np.float32)
+
+    item_keys, item_ids = np.unique(item_raw, return_inverse=True)
+    user_keys, user_ids = np.unique(user_raw, return_inverse=True)
+
+    meta = raw.meta[raw.meta["item"].isin(item_keys)].drop_duplicates("item", keep="last")
+    cat_of_item = dict(zip(meta["item"].to_numpy(dtype=str), meta["category"].to_numpy(dtype=str)))
+    n_missing = sum(1 for k in item_keys if k not in cat_of_item)
+    if n_missing:
+        log.warning("dataset %s: %d of %d items have no metadata; their category is %r",
+                    name, n_missing, len(item_keys), UNKNOWN_CATEGORY)
+    item_cat_raw = np.array([cat_of_item.get(k, UNKNOWN_CATEGORY) for k in item_keys], dtype=str)
+    category_keys, item_category = np.unique(item_cat_raw, return_inverse=True)
+
+    order = np.lexsort((time, user_ids))  # stable: ties keep raw file order
+    user_sorted = user_ids[order]
+    counts = np.bincount(user_sorted, minlength=len(user_keys))
+    short = np.flatnonzero(counts < min_user_interactions)
+    if len(short):
+        raise ValueError(
+            f"dataset {name!r}: {len(short)} users have fewer than {min_user_interactions} interactions "
+            f"(needed for a train/test split), e.g. user {user_keys[short[0]]!r} with {counts[short[0]]}; "
+            f"filter them out (k-core) before loading")
+    indptr = np.zeros(len(user_keys) + 1, dtype=np.int64)
+    np.cumsum(counts, out=indptr[1:])
+    ratings = np.nan_to_num(rating[order], nan=0.0).round().clip(0, 127).astype(np.int8)
+    return Table(name=name, indptr=indptr, items=item_ids[order].astype(np.int32), times=time[order],
+                 ratings=ratings, item_category=item_category.astype(np.int32), user_keys=user_keys,
+                 item_keys=item_keys, category_keys=category_keys, content_hash="")
+
+
+def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
+    """Checksum of a file, remembered in a sidecar keyed by (size, mtime) so large raw files are hashed once."""
+    path = Path(path)
+    st = path.stat()
+    sidecar_dir = Path(os.environ.get("SEQREC_CACHE", Path(__file__).resolve().parents[1] / ".cache")) / "sha256"
+    key = hashlib.sha256(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:24]
+    sidecar = sidecar_dir / key
+    if sidecar.exists():
+        return sidecar.read_text().strip()
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    digest = h.hexdigest()
+    atomic_write_bytes(sidecar, digest.encode())
+    return digest
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def cache_key(name: str, files: list[Path], settings: dict) -> str:
+    payload = {"name": name, "files": sorted((Path(f).name, file_sha256(f)) for f in files),
+               "settings": settings, "version": TABLE_VERSION}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def save_table(table: Table, path: Path) -> None:
+    """Write the table as one .npz, atomically (temp name + rename): a crash never leaves a trusted cache."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp.npz")
+    os.close(fd)
+    try:
+        np.savez(tmp, name=np.array(table.name), indptr=table.indptr, items=table.items, times=table.times,
+                 ratings=table.ratings, item_category=table.item_category, user_keys=table.user_keys,
+                 item_keys=table.item_keys, category_keys=table.category_keys,
+                 content_hash=np.array(table.content_hash))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_table(path: Path) -> Table:
+    with np.load(path, allow_pickle=False) as z:
+        fields = {k: z[k] for k in z.files}
+    fields["name"] = str(fields["name"])
+    fields["content_hash"] = str(fields["content_hash"])
+    return Table(**fields)
+
+
+def load_table(name: str, files: list[Path], settings: dict, parse: Callable[[], RawData],
+               cache_dir: Path, expected: dict[str, int] | None = None) -> Table:
+    """Return the cached table for these input files + settings, or parse, build and cache it.
+
+    `files` are hashed into the key before parsing; `parse` is only called on a cache miss. A file lock guards the
+    build so concurrent jobs build a dataset once.
+    """
+    from filelock import FileLock
+
+    key = cache_key(name, files, settings)
+    path = Path(cache_dir) / f"table_{name}_{key}.npz"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(path) + ".lock"):
+        if path.exists():
+            log.info("dataset %s: cache hit %s (parsing skipped)", name, path.name)
+            table = read_table(path)
+        else:
+            log.info("dataset %s: cache miss, parsing %d file(s)", name, len(files))
+            raw = parse()
+            table = build_table(raw, name, **{k: v for k, v in settings.items() if k == "min_user_interactions"})
+            table = Table(**{**table.__dict__, "content_hash": key})
+            save_table(table, path)
+            expected = expected if expected is not None else raw.expected
+            for k, v in raw.notes.items():
+                log.warning("dataset %s: %s = %d", name, k, v)
+    check_stats(table, expected)
+    return table
+
+
+def check_stats(table: Table, expected: dict[str, int] | None) -> list[str]:
+    """Log the statistics; warn loudly for each one that differs from the reference."""
+    stats = table.stats()
+    log.info("dataset %s: %s", table.name, ", ".join(f"{k}={v:,}" for k, v in stats.items()))
+    mismatches = []
+    for k, v in (expected or {}).items():
+        if stats.get(k) != v:
+            mismatches.append(f"{k}: got {stats.get(k):,}, reference {v:,}")
+    if mismatches:
+        log.warning("!!! dataset %s differs from the reference statistics: %s", table.name, "; ".join(mismatches))
+    return mismatches
