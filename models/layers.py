@@ -18,9 +18,8 @@ class ItemCategoryEmbedding(nn.Module):
         self.category = nn.Embedding(n_categories, cat_dim)
         self.bias = nn.Embedding(n_items, 1)
         nn.init.zeros_(self.bias.weight)
-        if init_std is not None:
-            nn.init.normal_(self.item.weight, std=init_std)
-            nn.init.normal_(self.category.weight, std=init_std)
+        for table in (self.item, self.category):  # TF's get_variable default (the reference), unless a std is given
+            nn.init.normal_(table.weight, std=init_std) if init_std is not None else nn.init.xavier_uniform_(table.weight)
         self.register_buffer("item_category", category_buffer(item_category), persistent=False)
         self.dim = item_dim + cat_dim
 
@@ -87,3 +86,15 @@ class FeedForward(nn.Module):
 def l2_half_sum(*tensors: torch.Tensor) -> torch.Tensor:
     """sum(x^2) / 2 over all elements, like tf.nn.l2_loss (the reference's regulariser, summed over the batch)."""
     return sum((t.pow(2).sum() for t in tensors), torch.zeros(())) / 2
+
+
+def tf_default_init_(module: nn.Module) -> nn.Module:
+    """TensorFlow 1.x defaults, as the reference was trained with them: Glorot-uniform kernels, zero biases.
+
+    (PyTorch's Linear/Conv default, U(+-1/sqrt(fan_in)), trains differently at the reference's SGD lr 1.0.)"""
+    for m in module.modules():
+        if isinstance(m, (nn.Linear, nn.Conv1d)):
+            nn.init.xavier_uniform_(m.weight)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+    return module

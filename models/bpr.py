@@ -1,0 +1,49 @@
+"""BPR: Bayesian Personalized Ranking from implicit feedback (Rendle et al., UAI 2009), as in the ATRank reference.
+
+x_uij = (b_i + <u, e_i>) - (b_j + <u, e_j>), with e = item embedding ++ category embedding (64 + 64) and a
+128-d user embedding; loss = -mean(log sigmoid(x_uij)) + l2_reg * (l2(u) + l2(e_i) + l2(e_j)) where
+l2(x) = sum(x^2)/2 over the batch (tf.nn.l2_loss). No sequence: the history in the batch is ignored.
+Reference recipe: plain SGD lr 1.0, no clipping, batch 32, 50 epochs, triples (user, items[k], neg k) for
+k = 0..n-2 shuffled once (conf/model/bpr.yaml: reshuffle false).
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from datasets.batch import Batch
+from models.interface import SeqRecModel
+from models.layers import ItemCategoryEmbedding, l2_half_sum
+from models.registry import register
+
+
+@register("bpr")
+class BPR(SeqRecModel):
+    train_format = "pairwise"
+
+    def __init__(self, n_users: int, n_items: int, n_categories: int, item_category: np.ndarray,
+                 item_dim: int = 64, cat_dim: int = 64, l2_reg: float = 5e-5):
+        super().__init__()
+        self.n_items = n_items
+        self.items = ItemCategoryEmbedding(n_items, n_categories, item_category, item_dim, cat_dim)
+        self.user = nn.Embedding(n_users, self.items.dim)
+        nn.init.xavier_uniform_(self.user.weight)
+        self.l2_reg = l2_reg
+
+    def score(self, batch: Batch, candidates: torch.Tensor) -> torch.Tensor:
+        u = self.user(batch.user)  # [B, D]
+        e = self.items(candidates)  # [B, C, D]
+        return self.items.item_bias(candidates) + torch.einsum("bd,bcd->bc", u, e)
+
+    def loss(self, batch: Batch) -> torch.Tensor:
+        u = self.user(batch.user)  # [B, D]
+        e_i, e_j = self.items(batch.target), self.items(batch.neg)  # [B, D]
+        x_uij = (self.items.item_bias(batch.target) - self.items.item_bias(batch.neg)
+                 + (u * (e_i - e_j)).sum(-1))  # [B]
+        return -nn.functional.logsigmoid(x_uij).mean() + self.l2_reg * l2_half_sum(u, e_i, e_j)
+
+    @torch.no_grad()
+    def full_scores(self, batch: Batch, chunk: int = 0) -> torch.Tensor:
+        all_items = torch.arange(self.n_items, device=batch.user.device)
+        return self.items.item_bias(all_items)[None, :] + self.user(batch.user) @ self.items(all_items).T

@@ -1,0 +1,42 @@
+"""Metrics on per-user evaluation outcomes. Models only produce scores; everything here is numpy.
+
+The paper's AUC (the reference's `mf_auc`): each test user has one positive and one sampled negative, and
+AUC = mean over users of 1[score(pos) > score(neg)] (ties count 0, as `x > 0` in the reference).
+"""
+from __future__ import annotations
+
+import numpy as np
+from sklearn.metrics import roc_auc_score
+
+
+def paper_auc(score_pos: np.ndarray, score_neg: np.ndarray) -> float:
+    return float(np.mean(score_pos > score_neg))
+
+
+def pooled_roc_auc(score_pos: np.ndarray, score_neg: np.ndarray) -> float:
+    """ROC-AUC over all (positive, negative) pairs pooled across users (scikit-learn), a cross-check."""
+    y = np.concatenate([np.ones(len(score_pos)), np.zeros(len(score_neg))])
+    return float(roc_auc_score(y, np.concatenate([score_pos, score_neg])))
+
+
+def gauc(score_pos: np.ndarray, score_negs: np.ndarray) -> float:
+    """GAUC as in DIN/BARS: per-user AUC of the positive against that user's negatives [U, K] (ties count 1/2),
+    averaged with weights = impressions per user (1 + K, equal here, so a plain mean)."""
+    score_negs = score_negs.reshape(len(score_pos), -1)
+    per_user = ((score_pos[:, None] > score_negs).mean(1) + 0.5 * (score_pos[:, None] == score_negs).mean(1))
+    return float(per_user.mean())
+
+
+def ranks_among(score_pos: np.ndarray, score_others: np.ndarray) -> np.ndarray:
+    """0-based rank of the positive among itself and the others [U, K]; ties are resolved pessimistically."""
+    return (score_others >= score_pos[:, None]).sum(1)
+
+
+def hit_ndcg_mrr(ranks: np.ndarray, ks: tuple[int, ...] = (5, 10, 20)) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for k in ks:
+        hit = ranks < k
+        out[f"hr@{k}"] = float(hit.mean())
+        out[f"ndcg@{k}"] = float(np.where(hit, 1.0 / np.log2(ranks + 2.0), 0.0).mean())
+    out["mrr"] = float((1.0 / (ranks + 1.0)).mean())
+    return out

@@ -1,0 +1,207 @@
+"""The main command: python runners/run.py [-m] model=<name>[,<name>...] dataset=<name> [protocol=...] [seed=...]
+
+`run(cfg) -> dict` does one job: dataset -> split -> model -> train -> MLflow. `main` is the thin Hydra wrapper:
+in a multirun a failed job is recorded (MLflow run FAILED + status.json) and the sweep goes on; the sweep's
+summary and exit code come from runners/callbacks.py.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if sys.path[0] != str(REPO_ROOT):  # our `datasets` package, never Hugging Face's
+    sys.path.insert(0, str(REPO_ROOT))
+
+import hydra  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from hydra.core.hydra_config import HydraConfig  # noqa: E402
+from hydra.types import RunMode  # noqa: E402
+from omegaconf import DictConfig, OmegaConf  # noqa: E402
+
+from datasets.load import load_dataset  # noqa: E402
+from datasets.split import load_split, split_fingerprint  # noqa: E402
+from models.registry import get_model  # noqa: E402
+from runners import metrics  # noqa: E402
+from runners.tracking import (config_hash, ensure_store, environment_tags, flatten,  # noqa: E402
+                              get_or_create_experiment, tracking_uri)
+from runners.trainer import TrainSettings, peak_rss_mb, seed_everything, train  # noqa: E402
+
+log = logging.getLogger("seqrec")
+
+
+def resolve_paths(cfg: DictConfig) -> tuple[Path, Path]:
+    data_root = cfg.paths.data_root or os.environ.get("SEQREC_DATA") or REPO_ROOT.parent / "shared" / "data"
+    cache_dir = cfg.paths.cache_dir or os.environ.get("SEQREC_CACHE") or REPO_ROOT / ".cache"
+    return Path(data_root).resolve(), Path(cache_dir).resolve()
+
+
+def model_params(cfg: DictConfig) -> dict:
+    params = OmegaConf.to_container(cfg.model.params, resolve=True) or {}
+    if cfg.recipe == "reference":
+        params.update(OmegaConf.to_container(cfg.model.get("reference_params") or {}, resolve=True))
+    return params
+
+
+def show_progress(setting: str | bool) -> bool:
+    if setting == "auto":
+        return sys.stderr.isatty() and not os.environ.get("CI")
+    return bool(setting)
+
+
+def train_settings(cfg: DictConfig, checkpoint_path: Path | None) -> TrainSettings:
+    m, t, p = cfg.model, cfg.trainer, cfg.protocol
+    return TrainSettings(
+        optimizer=m.optimizer, lr=m.lr, weight_decay=m.weight_decay, lr_decay_step=m.lr_decay_step,
+        lr_after_decay=m.lr_after_decay, clip_norm=m.clip_norm, batch_size=m.batch_size,
+        epochs=t.epochs if t.epochs is not None else m.epochs, max_steps=t.max_steps, reshuffle=m.reshuffle,
+        bucket_by_length=t.bucket_by_length, max_len=m.max_len, eval_every=t.eval_every,
+        eval_batch_size=t.eval_batch_size, select_on=p.select_on, patience=t.patience, seed=cfg.seed,
+        progress=show_progress(t.progress), checkpoint_path=str(checkpoint_path) if checkpoint_path else None,
+        checkpoint_every=t.checkpoint_every, debug_nan_at_step=t.debug_nan_at_step)
+
+
+def outcomes_table(table, outcome) -> str:
+    """Per-user outcomes keyed by raw ids, as CSV text (pairs users with any other run on the same split)."""
+    import pandas as pd
+
+    return pd.DataFrame({
+        "reviewerID": table.user_keys[outcome.user], "pos": table.item_keys[outcome.pos],
+        "neg": table.item_keys[outcome.neg], "score_pos": outcome.score_pos, "score_neg": outcome.score_neg,
+        "correct": (outcome.score_pos > outcome.score_neg).astype(int)}).to_csv(index=False)
+
+
+def find_runs(client, experiment_id: str, chash: str, statuses: tuple[str, ...]) -> list:
+    runs = client.search_runs([experiment_id], filter_string=f"tags.config_hash = '{chash}'",
+                              order_by=["attributes.start_time DESC"])
+    return [r for r in runs if r.info.status in statuses]
+
+
+def run(cfg: DictConfig, sweep_dir: str | None = None) -> dict:
+    """One job. Returns {"status", "run_id", "selection_score", "test_auc", ...}."""
+    import mlflow
+
+    t_start = time.time()
+    if cfg.trainer.num_threads:
+        torch.set_num_threads(int(cfg.trainer.num_threads))
+    data_root, cache_dir = resolve_paths(cfg)
+    table = load_dataset(cfg.dataset.name, cfg.dataset.kind, data_root, cache_dir,
+                         OmegaConf.to_container(cfg.dataset.options, resolve=True))
+    p = cfg.protocol
+    split = load_split(table, cache_dir, p.name if p.name in ("paper", "loo_val") else "loo_val", p.split_seed,
+                       p.eval_negatives, p.eval_negatives_kind)
+    model_cls = get_model(cfg.model.name)
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    chash = config_hash(resolved, table.content_hash, Path(sys.modules[model_cls.__module__].__file__))
+
+    uri = tracking_uri(cfg.mlflow.tracking_uri)
+    ensure_store(uri)
+    mlflow.set_tracking_uri(uri)
+    client = mlflow.MlflowClient(uri)
+    exp_id = get_or_create_experiment(client, cfg.mlflow.experiment or f"{cfg.dataset.name}/{p.name}")
+    run_name = f"{cfg.model.name}/{cfg.dataset.name}/seed{cfg.seed}"
+    if cfg.skip_finished:
+        done = find_runs(client, exp_id, chash, ("FINISHED",))
+        if done:
+            r = done[0]
+            log.info("skip %s: config %s already FINISHED as run %s (test_auc=%s)", run_name, chash,
+                     r.info.run_id, r.data.metrics.get("test_auc"))
+            return {"status": "SKIPPED", "run_id": r.info.run_id, "run_name": run_name,
+                    "selection_score": r.data.metrics.get(f"best_{p.select_on}_auc", math.nan),
+                    "test_auc": r.data.metrics.get("test_auc", math.nan)}
+
+    checkpoint = cache_dir / "checkpoints" / f"{chash}.pt"
+    resumable = find_runs(client, exp_id, chash, ("RUNNING", "FAILED", "KILLED")) if checkpoint.exists() else []
+    resume_id = resumable[0].info.run_id if resumable else None
+    if not resume_id:
+        checkpoint.unlink(missing_ok=True)  # a checkpoint without its MLflow run cannot be continued faithfully
+
+    with mlflow.start_run(run_id=resume_id, experiment_id=None if resume_id else exp_id,
+                          run_name=None if resume_id else run_name) as active:
+        run_id = active.info.run_id
+        try:
+            if not resume_id:
+                mlflow.log_params({k: str(v)[:6000] for k, v in flatten(resolved).items()})
+            tags = {**environment_tags(), "model": cfg.model.name, "dataset": cfg.dataset.name, "protocol": p.name,
+                    "protocol_label": p.label, "seed": str(cfg.seed), "recipe": cfg.recipe, "config_hash": chash,
+                    "data_hash": table.content_hash, "split_hash": split_fingerprint(split),
+                    "paper_column": str(cfg.dataset.paper_column), "output_dir": str(_output_dir() or ""),
+                    **{str(k): str(v) for k, v in (cfg.tags or {}).items()}}
+            if sweep_dir:
+                tags["sweep_dir"] = sweep_dir
+            if resume_id:
+                tags["resumed"] = "true"
+            mlflow.set_tags(tags)
+            mlflow.log_dict(resolved, "config.yaml")
+            mlflow.log_metrics({"n_users": table.n_users, "n_items": table.n_items,
+                                "n_categories": table.n_categories, "n_interactions": table.n_interactions})
+
+            seed_everything(cfg.seed)  # before construction: the initial weights depend on it
+            model = model_cls(n_users=table.n_users, n_items=table.n_items, n_categories=table.n_categories,
+                              item_category=table.item_category, **model_params(cfg))
+            settings = train_settings(cfg, checkpoint)
+            log.info("%s: %s on %s (%s), %d params, %s", run_name, cfg.model.name, cfg.dataset.name, p.label,
+                     sum(x.numel() for x in model.parameters()), settings)
+            result = train(model, table, split, settings,
+                           log_metrics=lambda m, step: mlflow.log_metrics({f"curve/{k}": v for k, v in m.items()}, step=step),
+                           test_access_limit=p.test_access_limit)
+            test = result.test
+            final = {"test_auc": test.auc, "test_roc_auc": metrics.pooled_roc_auc(test.score_pos, test.score_neg),
+                     f"best_{p.select_on}_auc": result.best_score, "best_step": result.best_step,
+                     "steps": result.steps, "epochs_done": result.epochs_done,
+                     "train_seconds": result.train_seconds,
+                     "examples_per_s": result.examples / max(result.train_seconds, 1e-9),
+                     "wall_time_s": time.time() - t_start, "peak_rss_mb": peak_rss_mb(),
+                     "test_accesses": result.test_accesses, "n_test_users": len(test.user)}
+            mlflow.log_metrics(final, step=result.steps)
+            if cfg.mlflow.log_outcomes:
+                mlflow.log_text(outcomes_table(table, test), "outcomes/test_outcomes.csv")
+            checkpoint.unlink(missing_ok=True)
+            log.info("%s: test AUC %.4f (%s), best step %d, %.0f examples/s", run_name, test.auc, p.label,
+                     result.best_step, final["examples_per_s"])
+            return {"status": "FINISHED", "run_id": run_id, "run_name": run_name,
+                    "selection_score": result.best_score, **final}
+        except BaseException as e:
+            mlflow.set_tags({"error": f"{type(e).__name__}: {e}"[:5000],
+                             "error_traceback": traceback.format_exc()[-5000:]})
+            mlflow.end_run(status="KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
+            raise
+
+
+def _output_dir() -> Path | None:
+    try:
+        return Path(HydraConfig.get().runtime.output_dir)
+    except ValueError:
+        return None
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+def main(cfg: DictConfig) -> float:
+    hc = HydraConfig.get()
+    multirun = hc.mode == RunMode.MULTIRUN
+    sweep_dir = str(Path(hc.sweep.dir).resolve()) if multirun else None
+    status_file = Path(hc.runtime.output_dir) / "status.json"
+    run_name = f"{cfg.model.name}/{cfg.dataset.name}/seed{cfg.seed}"
+    try:
+        result = run(cfg, sweep_dir)
+        status_file.write_text(json.dumps({k: v for k, v in result.items() if isinstance(v, (str, int, float))}))
+        return float(result["selection_score"])
+    except Exception as e:
+        status_file.write_text(json.dumps({"status": "FAILED", "run_name": run_name,
+                                           "error": f"{type(e).__name__}: {e}"}))
+        if not multirun:
+            raise
+        log.error("%s FAILED: %s\n%s", run_name, e, traceback.format_exc())
+        return math.nan
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,90 @@
+"""MLflow plumbing: tracking URI, the sqlite store, experiments, provenance. Only runners write results."""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import platform
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+log = logging.getLogger(__name__)
+
+
+def tracking_uri(configured: str | None = None) -> str:
+    """Config value, else $MLFLOW_TRACKING_URI, else a sqlite DB at an absolute path in <repo>/mlruns/."""
+    uri = configured or os.environ.get("MLFLOW_TRACKING_URI")
+    return uri or f"sqlite:///{REPO_ROOT / 'mlruns' / 'mlflow.db'}"
+
+
+def ensure_store(uri: str) -> None:
+    """Create the sqlite database (schema included) once, before parallel jobs start writing to it."""
+    import mlflow
+
+    if uri.startswith("sqlite:///"):
+        Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+    mlflow.MlflowClient(uri).search_experiments(max_results=1)
+
+
+def get_or_create_experiment(client, name: str) -> str:
+    """Experiment id by name; tolerant of two jobs creating it at the same moment."""
+    for attempt in range(5):
+        exp = client.get_experiment_by_name(name)
+        if exp is not None:
+            return exp.experiment_id
+        try:
+            return client.create_experiment(name, artifact_location=None)
+        except Exception:  # created concurrently by another job, or the sqlite store was busy
+            time.sleep(0.2 * (attempt + 1))
+    raise RuntimeError(f"could not create or find MLflow experiment {name!r}")
+
+
+def flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(d, dict):
+        out: dict[str, Any] = {}
+        for k, v in d.items():
+            out.update(flatten(v, f"{prefix}{k}."))
+        return out
+    return {prefix[:-1]: d}
+
+
+def git_state() -> tuple[str, bool]:
+    """(commit, dirty) of the repo, or ("unknown", True) outside a git checkout."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True,
+                                check=True).stdout.strip()
+        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT,
+                                    capture_output=True, text=True, check=True).stdout.strip())
+        return commit, dirty
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown", True
+
+
+def environment_tags() -> dict[str, str]:
+    import torch
+
+    commit, dirty = git_state()
+    return {"git_commit": commit, "git_dirty": str(dirty).lower(), "torch_version": torch.__version__,
+            "python_version": platform.python_version(), "host": socket.gethostname(),
+            "torch_threads": str(torch.get_num_threads()), "command": " ".join(sys.argv)}
+
+
+def file_hash(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:12]
+
+
+def config_hash(resolved: dict, data_hash: str, model_file: Path) -> str:
+    """Identity of a run: the resolved config minus where/how it runs, the dataset's cache hash and the model code."""
+    ignored = {"paths", "mlflow", "skip_finished", "tags"}
+    trainer_ignored = {"progress", "num_threads", "checkpoint_every", "eval_batch_size"}
+    core = {k: v for k, v in resolved.items() if k not in ignored and k != "hydra"}
+    core["trainer"] = {k: v for k, v in core.get("trainer", {}).items() if k not in trainer_ignored}
+    payload = json.dumps({"config": core, "data": data_hash, "model_code": file_hash(model_file)}, sort_keys=True,
+                         default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]

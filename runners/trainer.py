@@ -1,0 +1,290 @@
+"""The training loop: batches -> model -> optimiser, periodic evaluation, model selection, checkpoints.
+
+Plain arguments only (TrainSettings); results go to the caller through `log_metrics`, never written here except
+the checkpoint file. Each epoch's batch order comes from np.random.default_rng([seed, epoch]), so a checkpoint
+only needs (epoch, batch index) to resume the data stream exactly.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import os
+import random
+import resource
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from datasets.batches import BatchMaker, Rows, batch_order, eval_rows, iterate, train_rows
+from datasets.split import Split
+from datasets.table import Table
+from models.interface import SeqRecModel
+from runners import metrics
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    optimizer: str = "sgd"  # sgd | adam | adagrad
+    lr: float = 1.0
+    weight_decay: float = 0.0
+    lr_decay_step: int | None = None  # global step at which lr becomes lr_after_decay
+    lr_after_decay: float = 0.1
+    clip_norm: float | None = 5.0
+    batch_size: int = 32
+    epochs: int = 10
+    max_steps: int | None = None
+    reshuffle: bool = True  # False: one shuffle (epoch 0's order) for every epoch, as the reference BPR
+    bucket_by_length: bool = True
+    max_len: int | None = None
+    eval_every: int = 1000  # steps; 0 = at the end of each epoch
+    eval_batch_size: int = 1024
+    select_on: str = "test"  # "test" (paper protocol) or "valid" (loo_val)
+    patience: int | None = None  # evaluations without improvement before stopping
+    seed: int = 0
+    progress: bool = False
+    checkpoint_path: str | None = None
+    checkpoint_every: int = 0  # steps; 0 = no periodic checkpoints
+    debug_nan_at_step: int | None = None  # testing aid: the loss becomes NaN at this step
+
+
+class TestSetGuard:
+    """The one accessor of the test rows. Counts accesses; with a limit (loo_val: 1), a further access raises."""
+
+    def __init__(self, rows: Rows, limit: int | None):
+        self._rows, self.limit, self.accesses = rows, limit, 0
+
+    def rows(self) -> Rows:
+        if self.limit is not None and self.accesses >= self.limit:
+            raise RuntimeError(f"the test set was already read {self.accesses} time(s); this protocol allows "
+                               f"{self.limit} (model selection must use the validation set)")
+        self.accesses += 1
+        return self._rows
+
+
+@dataclass
+class EvalOutcome:
+    user: np.ndarray
+    pos: np.ndarray
+    neg: np.ndarray
+    score_pos: np.ndarray
+    score_neg: np.ndarray
+    score_negs: np.ndarray | None = None  # [U, K] scores of extra sampled negatives
+
+    @property
+    def auc(self) -> float:
+        return metrics.paper_auc(self.score_pos, self.score_neg)
+
+
+@torch.no_grad()
+def evaluate(model: SeqRecModel, maker: BatchMaker, rows: Rows, batch_size: int,
+             extra_negs: np.ndarray | None = None) -> EvalOutcome:
+    """Score each row's positive, its frozen negative and optional extra negatives [U, K] in one call per batch."""
+    was_training = model.training
+    model.eval()
+    pos, neg, extra = [], [], []
+    by_length = np.argsort(rows.end - maker.indptr[rows.user], kind="stable")  # little padding per batch
+    for start in range(0, len(rows), batch_size):
+        idx = by_length[start:start + batch_size]
+        batch = maker.make(rows.take(idx))
+        cands = [batch.target[:, None], batch.neg[:, None]]
+        if extra_negs is not None:
+            cands.append(torch.from_numpy(extra_negs[rows.user[idx]].astype(np.int64)))
+        s = model.score(batch, torch.cat(cands, dim=1)).float().numpy()  # [B, 2 (+K)]
+        pos.append(s[:, 0]), neg.append(s[:, 1]), extra.append(s[:, 2:])
+    model.train(was_training)
+    restore = np.argsort(by_length)  # back to the rows' order
+    return EvalOutcome(rows.user, rows.target, rows.neg, np.concatenate(pos)[restore],
+                       np.concatenate(neg)[restore], np.concatenate(extra)[restore] if extra_negs is not None else None)
+
+
+def make_optimizer(name: str, params, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, weight_decay=weight_decay)
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    if name == "adagrad":
+        return torch.optim.Adagrad(params, lr=lr, weight_decay=weight_decay)
+    raise ValueError(f"unknown optimizer {name!r}; expected sgd, adam or adagrad")
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+@dataclass
+class TrainResult:
+    best_score: float
+    best_step: int
+    steps: int
+    epochs_done: float
+    examples: int
+    train_seconds: float
+    best_eval: EvalOutcome | None
+    test: EvalOutcome | None
+    test_accesses: int
+    stopped_early: bool = False
+    history: list[dict] = field(default_factory=list)
+
+
+def _atomic_torch_save(obj, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def train(model: SeqRecModel, table: Table, split: Split, s: TrainSettings,
+          log_metrics: Callable[[dict[str, float], int], None] = lambda m, step: None,
+          test_access_limit: int | None = None) -> TrainResult:
+    """Train `model`; evaluate the selection split every `eval_every` steps; return the selected outcomes.
+
+    select_on="test": the paper protocol; the reported test AUC is the best seen (test-set selection).
+    select_on="valid": the best validation step's weights are restored and the test set is read once.
+    """
+    seed_everything(s.seed)
+    if s.select_on not in ("test", "valid"):
+        raise ValueError(f"select_on must be 'test' or 'valid', got {s.select_on!r}")
+    fmt = model.train_format
+    rows = train_rows(table, split, fmt)
+    maker = BatchMaker(table, max_len=s.max_len)
+    test_guard = TestSetGuard(eval_rows(table, split, "test"), test_access_limit)
+    select_rows = eval_rows(table, split, "valid") if s.select_on == "valid" else None
+    batches_per_epoch = math.ceil(len(rows) / s.batch_size)
+    total_steps = s.epochs * batches_per_epoch if s.max_steps is None else min(s.max_steps,
+                                                                               s.epochs * batches_per_epoch)
+    optimizer = make_optimizer(s.optimizer, model.parameters(), s.lr, s.weight_decay)
+    state = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "best_score": -1.0, "best_step": -1,
+             "bad_evals": 0, "examples": 0, "train_seconds": 0.0, "history": []}
+    best_state, best_eval = None, None
+    ckpt = Path(s.checkpoint_path) if s.checkpoint_path else None
+    if ckpt is not None and ckpt.exists():
+        saved = torch.load(ckpt, weights_only=False)
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        state, best_state, best_eval = saved["state"], saved["best_state"], saved["best_eval"]
+        random.setstate(saved["rng_python"]), np.random.set_state(saved["rng_numpy"])
+        torch.set_rng_state(saved["rng_torch"])
+        log.info("resumed from %s at step %d (epoch %d, batch %d)", ckpt, state["step"], state["epoch"],
+                 state["batch_in_epoch"])
+
+    def set_lr(lr: float) -> None:
+        for g in optimizer.param_groups:
+            g["lr"] = lr
+
+    if s.lr_decay_step is not None and state["step"] >= s.lr_decay_step:
+        set_lr(s.lr_after_decay)
+
+    def run_eval() -> float:
+        nonlocal best_state, best_eval
+        eval_set = select_rows if select_rows is not None else test_guard._rows  # paper: selects on test
+        outcome = evaluate(model, maker, eval_set, s.eval_batch_size)
+        score = outcome.auc
+        row = {f"{s.select_on}_auc": score, "lr": optimizer.param_groups[0]["lr"],
+               "epoch": state["step"] / batches_per_epoch}
+        if state["train_seconds"] > 0:
+            row["examples_per_s"] = state["examples"] / state["train_seconds"]
+        if score > state["best_score"]:
+            state["best_score"], state["best_step"], state["bad_evals"] = score, state["step"], 0
+            best_state = copy.deepcopy(model.state_dict())
+            best_eval = outcome
+        else:
+            state["bad_evals"] += 1
+        row[f"best_{s.select_on}_auc"] = state["best_score"]
+        state["history"].append({"step": state["step"], **row})
+        log_metrics(row, state["step"])
+        return score
+
+    def save_checkpoint() -> None:
+        if ckpt is None:
+            return
+        _atomic_torch_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "state": state,
+                            "best_state": best_state, "best_eval": best_eval, "rng_python": random.getstate(),
+                            "rng_numpy": np.random.get_state(), "rng_torch": torch.get_rng_state()}, ckpt)
+
+    model.train()
+    bar = tqdm(total=total_steps, initial=state["step"], disable=not s.progress, desc=model.name, unit="step",
+               dynamic_ncols=True, file=sys.stderr)
+    loss_sum, loss_n = 0.0, 0
+    stopped_early = False
+    while state["step"] < total_steps and not stopped_early:
+        order_epoch = state["epoch"] if s.reshuffle else 0
+        batches = batch_order(rows, s.batch_size, np.random.default_rng([s.seed, order_epoch]),
+                              bucket_by_length=s.bucket_by_length, indptr=table.indptr)
+        for idx in batches[state["batch_in_epoch"]:]:
+            t0 = time.perf_counter()
+            batch = maker.make(rows.take(idx))
+            loss = model.loss(batch)
+            if s.debug_nan_at_step is not None and state["step"] + 1 >= s.debug_nan_at_step:
+                loss = loss * float("nan")
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"{model.name}: loss is {loss.item()} at step {state['step'] + 1} "
+                                         f"(epoch {state['epoch']}); lower the lr or check the inputs")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if s.clip_norm:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), s.clip_norm)
+            optimizer.step()
+            model.after_step()
+            state["train_seconds"] += time.perf_counter() - t0
+            state["examples"] += len(idx)
+            state["step"] += 1
+            state["batch_in_epoch"] += 1
+            loss_sum, loss_n = loss_sum + loss.item(), loss_n + 1
+            bar.update(1)
+            if s.lr_decay_step is not None and state["step"] == s.lr_decay_step:
+                set_lr(s.lr_after_decay)
+            if s.eval_every and state["step"] % s.eval_every == 0:
+                log_metrics({"train_loss": loss_sum / loss_n}, state["step"])
+                loss_sum, loss_n = 0.0, 0
+                auc = run_eval()
+                bar.set_postfix({f"{s.select_on}_auc": f"{auc:.4f}", "best": f"{state['best_score']:.4f}"})
+                if s.patience is not None and state["bad_evals"] >= s.patience:
+                    stopped_early = True
+            if s.checkpoint_every and state["step"] % s.checkpoint_every == 0:
+                save_checkpoint()
+            if state["step"] >= total_steps or stopped_early:
+                break
+        else:
+            state["epoch"] += 1
+            state["batch_in_epoch"] = 0
+            if not s.eval_every:
+                if loss_n:
+                    log_metrics({"train_loss": loss_sum / loss_n}, state["step"])
+                loss_sum, loss_n = 0.0, 0
+                run_eval()
+                if s.patience is not None and state["bad_evals"] >= s.patience:
+                    stopped_early = True
+    bar.close()
+    if not state["history"] or state["history"][-1]["step"] != state["step"]:
+        if loss_n:
+            log_metrics({"train_loss": loss_sum / loss_n}, state["step"])
+        run_eval()
+    save_checkpoint()
+
+    test = None
+    if s.select_on == "valid":
+        model.load_state_dict(best_state)
+        test = evaluate(model, maker, test_guard.rows(), s.eval_batch_size)
+    else:
+        model.load_state_dict(best_state)
+        test = best_eval
+    n_test_reads = test_guard.accesses if s.select_on == "valid" else len(state["history"])
+    return TrainResult(best_score=state["best_score"], best_step=state["best_step"], steps=state["step"],
+                       epochs_done=state["step"] / batches_per_epoch, examples=state["examples"],
+                       train_seconds=state["train_seconds"], best_eval=best_eval, test=test,
+                       test_accesses=n_test_reads, stopped_early=stopped_early, history=state["history"])
