@@ -57,6 +57,9 @@ def draw_reference_negatives(table: Table, seed: int = 1234) -> np.ndarray:
     for u in range(table.n_users):
         lo, hi = indptr[u], indptr[u + 1]
         seen = set(items[lo:hi])
+        if len(seen) >= n_items:  # the redraw loop would never end
+            raise ValueError(f"user {table.user_keys[u]!r} of dataset {table.name!r} has reviewed all {n_items} "
+                             f"items: no negative can be drawn")
         first = items[lo]
         for p in range(lo, hi):
             draw = first

@@ -1,0 +1,168 @@
+"""AttRec: the paper's formula on single rows, interface shapes, padding never leaks, hinge and unit-ball clipping."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from models.attrec import AttRec
+from models.registry import get_model
+from tests.models.helpers import (N_ITEMS, extend_padding, random_batch, random_candidates, row_alone,
+                                  scramble_padding, shape_kwargs)
+from tests.models.helpers import one_thread  # noqa: F401  (a fixture, used through pytestmark)
+
+CONF = Path(__file__).resolve().parents[2] / "conf" / "model" / "attrec.yaml"
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: 1 thread is far faster on a shared CPU
+
+
+def make_model(seed: int = 0, **kw) -> AttRec:
+    torch.manual_seed(seed)
+    return AttRec(**shape_kwargs(), **{"dim": 8, "L": 3, "T": 2, **kw}).eval()
+
+
+def naive_score(model: AttRec, hist: list[int], user: int, item: int) -> float:
+    """-y(u, i) written out item by item from the paper's equations (1)-(10)."""
+    L, d = model.L, model.dim
+    X, V, U, W = model.X.weight, model.V.weight, model.U.weight, model.W.weight
+    win = hist[-L:]
+    k = len(win)
+    proj = [torch.relu(W @ (X[it] + model.te[L - k + n])) for n, it in enumerate(win)]  # slot of the latest = L-1
+    rows = []
+    for i in range(k):
+        keys = [j for j in range(k) if j != i] or [i]  # diagonal masked; a lone item attends to itself
+        s = torch.softmax(torch.stack([proj[i] @ proj[j] for j in keys]) / d ** 0.5, dim=0)
+        rows.append(sum(s[n] * X[win[j]] for n, j in enumerate(keys)))
+    m = torch.stack(rows).mean(0)
+    y = model.w * (U[user] - V[item]).pow(2).sum() + (1 - model.w) * (m - X[item]).pow(2).sum()
+    return -float(y)
+
+
+def test_registered_and_yaml_builds():
+    cfg = yaml.safe_load(CONF.read_text())
+    assert get_model(cfg["name"]) is AttRec and cfg["train_format"] == AttRec.train_format == "sequence"
+    model = AttRec(**shape_kwargs(), **cfg["params"])
+    assert (model.L, model.T, model.w, model.gamma) == (5, 3, 0.3, 0.5)
+
+
+@torch.no_grad()
+def test_score_matches_the_papers_formula():
+    model, batch = make_model(), random_batch([3, 1, 6, 4, 2])
+    cands = random_candidates(batch)
+    scores = model.score(batch, cands)
+    for b in range(len(batch)):
+        hist = batch.hist[b, :batch.lengths[b]].tolist()
+        for c in range(cands.shape[1]):
+            expected = naive_score(model, hist, int(batch.user[b]), int(cands[b, c]))
+            assert scores[b, c].item() == pytest.approx(expected, abs=1e-5)
+
+
+def test_shapes_and_full_scores_agree_with_score():
+    model, batch = make_model(), random_batch()
+    loss = model.train().loss(batch)
+    assert loss.shape == () and torch.isfinite(loss) and loss.requires_grad
+    model.eval()
+    assert model.score(batch, random_candidates(batch)).shape == (4, 5)
+    full = model.full_scores(batch)
+    assert full.shape == (4, N_ITEMS)
+    assert torch.allclose(full, model.score(batch, torch.arange(N_ITEMS).expand(4, -1)), atol=1e-5)
+
+
+def test_padding_never_changes_scores_or_loss():
+    model, batch = make_model(), random_batch([3, 1, 6, 4])
+    cands = random_candidates(batch)
+    scores = model.score(batch, cands)
+    for other in (scramble_padding(batch), extend_padding(batch)):
+        assert torch.allclose(scores, model.score(other, cands), atol=1e-6, rtol=0)
+        assert torch.allclose(model.full_scores(batch), model.full_scores(other), atol=1e-5, rtol=0)
+    for i in range(len(batch)):
+        assert torch.allclose(scores[i], model.score(row_alone(batch, i), cands[i:i + 1])[0], atol=1e-6, rtol=0)
+    for m in (model, make_model(l2=0.1)):
+        torch.manual_seed(5)
+        loss = m.loss(batch)
+        torch.manual_seed(5)
+        assert torch.allclose(loss, m.loss(scramble_padding(batch)), atol=1e-6, rtol=0)
+
+
+def test_one_candidate_equals_its_column():
+    model, batch = make_model(), random_batch()
+    cands = random_candidates(batch)
+    many = model.score(batch, cands)
+    for c in range(cands.shape[1]):
+        assert torch.allclose(model.score(batch, cands[:, c:c + 1])[:, 0], many[:, c], atol=1e-6, rtol=0)
+
+
+def test_length_one_histories():
+    model, batch = make_model(), random_batch([1, 1, 1])
+    scores = model.score(batch, random_candidates(batch))
+    assert torch.isfinite(scores).all()
+    loss = model.train().loss(batch)  # no window: a zero loss that still back-propagates
+    assert float(loss.detach()) == 0.0 and loss.requires_grad
+    loss = model.loss(random_batch([2, 1]))  # one window whose history is a single item
+    assert torch.isfinite(loss)
+    loss.backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+def hinge_case(gamma: float) -> tuple[AttRec, torch.Tensor]:
+    """U = 0, X = 0 (so m = 0), V = 0 for every history item, a fixed negative item with ||V|| = 1:
+    y_pos = 0 and y_neg = w for every pair."""
+    model = make_model(gamma=gamma, w=0.3).train()
+    neg_item = N_ITEMS - 1
+    batch = random_batch([3, 1, 6, 4], n_items=N_ITEMS - 1)  # histories never contain the negative
+    with torch.no_grad():
+        model.U.weight.zero_()
+        model.X.weight.zero_()
+        model.V.weight.zero_()
+        model.V.weight[neg_item, 0] = 1.0
+    model.sample_negatives = lambda pos, pmask: torch.full_like(pos, neg_item)
+    return model, model.loss(batch)
+
+
+def n_pairs_per_window(lengths: list[int], T: int) -> tuple[int, int]:
+    windows = sum(max(n - 1, 0) for n in lengths)
+    pairs = sum(min(T, n - s) * T for n in lengths for s in range(1, n))
+    return pairs, windows
+
+
+def test_hinge_is_zero_when_every_positive_wins_by_more_than_gamma():
+    model, loss = hinge_case(gamma=0.2)  # y_neg - y_pos = 0.3 > 0.2
+    assert float(loss.detach()) == 0.0
+
+
+def test_hinge_counts_every_positive_negative_pair_when_the_margin_is_violated():
+    model, loss = hinge_case(gamma=0.5)  # each pair contributes 0 + 0.5 - 0.3 = 0.2
+    pairs, windows = n_pairs_per_window([3, 1, 6, 4], model.T)
+    assert float(loss.detach()) == pytest.approx(0.2 * pairs / windows, abs=1e-6)
+
+
+def test_after_step_clips_every_embedding_to_the_unit_ball():
+    model = make_model().train()
+    with torch.no_grad():
+        for emb in (model.X, model.V, model.U):
+            emb.weight.mul_(5.0)
+    opt = torch.optim.Adam(model.parameters(), lr=0.1)
+    opt.zero_grad()
+    model.loss(random_batch([3, 1, 6, 4])).backward()
+    opt.step()
+    assert max(float(e.weight.detach().norm(dim=1).max()) for e in (model.X, model.V, model.U)) > 1.5
+    model.after_step()
+    for emb in (model.X, model.V, model.U):
+        assert float(emb.weight.detach().norm(dim=1).max()) <= 1 + 1e-6
+
+
+def test_fits_next_items():
+    """A few Adam steps on a batch of sequences lower the hinge."""
+    model = make_model(dim=16).train()
+    batch = random_batch([6, 5, 6, 4, 6, 3], seed=4)
+    opt = torch.optim.Adam(model.parameters(), lr=0.05)
+    torch.manual_seed(0)
+    first = float(model.loss(batch).detach())
+    for _ in range(50):
+        opt.zero_grad()
+        model.loss(batch).backward()
+        opt.step()
+        model.after_step()
+    torch.manual_seed(0)
+    assert float(model.loss(batch).detach()) < 0.5 * first
