@@ -212,6 +212,35 @@ def test_missing_key(shared_data: Path, tmp_path: Path) -> None:
     assert "unixReviewTime" in msg
 
 
+def test_fast_and_line_parsers_agree(shared_data: Path, tmp_path: Path) -> None:
+    path = _write_gz(tmp_path / "r.json.gz", (shared_data / SAMPLE_REL).read_bytes())
+    pd.testing.assert_frame_equal(raw._parse_reviews_arrow(path), raw._parse_reviews_lines(path))
+
+
+def test_reviews_edge_cases_blank_lines_and_missing_rating(shared_data: Path, tmp_path: Path) -> None:
+    lines = _sample_lines(shared_data)
+    row = json.loads(lines[1])
+    del row["overall"]
+    lines[1] = (json.dumps(row) + "\n").encode()
+    lines.insert(3, b"\n")  # a blank line is skipped, not an error
+    data_root = _amazon_dir(tmp_path, shared_data, reviews=b"".join(lines))
+    data = _parse("amazon", data_root, tmp_path, download=False)
+    assert len(data.reviews) == 290 and np.isnan(data.reviews["rating"].iloc[1])
+
+
+@pytest.mark.parametrize("bad", ["two_objects", "wrong_type", "not_object"])
+def test_bad_review_lines(shared_data: Path, tmp_path: Path, bad: str) -> None:
+    lines = _sample_lines(shared_data)
+    lines[6] = {"two_objects": lines[6].rstrip(b"\n") + lines[7],
+                "wrong_type": lines[6].replace(b'"unixReviewTime": 1', b'"unixReviewTime": "1').replace(
+                    b', "reviewTime"', b'", "reviewTime"'),
+                "not_object": b"[1, 2, 3]\n"}[bad]
+    data_root = _amazon_dir(tmp_path, shared_data, reviews=b"".join(lines))
+    with pytest.raises(raw.DataFormatError) as err:
+        _parse("amazon", data_root, tmp_path, download=False)
+    _assert_names(err, data_root / "amazon" / "reviews_Electronics_5.json.gz", 7)
+
+
 def test_meta_line_literal_eval_rejects(shared_data: Path, tmp_path: Path) -> None:
     meta = list(META_LINES)
     meta[1] = meta[1][:-1]  # drop the closing brace
