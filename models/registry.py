@@ -20,7 +20,14 @@ def register(name: str):
     return wrap
 
 
+_all_imported = False
+
+
 def _import_all() -> None:
+    global _all_imported
+    if _all_imported:
+        return
+    _all_imported = True
     for module in MODEL_MODULES:
         try:
             importlib.import_module(f"models.{module}")
@@ -30,14 +37,12 @@ def _import_all() -> None:
 
 
 def get_model(name: str) -> type:
-    if not MODELS:
-        _import_all()
+    _import_all()
     if name not in MODELS:
         raise KeyError(f"unknown model {name!r}; registered: {sorted(MODELS)}")
     return MODELS[name]
 
 
 def available_models() -> list[str]:
-    if not MODELS:
-        _import_all()
+    _import_all()
     return sorted(MODELS)

@@ -91,9 +91,11 @@ def evaluate(model: SeqRecModel, maker: BatchMaker, rows: Rows, batch_size: int,
     was_training = model.training
     model.eval()
     pos, neg, extra = [], [], []
-    by_length = np.argsort(rows.end - maker.indptr[rows.user], kind="stable")  # little padding per batch
-    for start in range(0, len(rows), batch_size):
-        idx = by_length[start:start + batch_size]
+    lengths = rows.end - maker.indptr[rows.user]
+    if maker.max_len:
+        lengths = np.minimum(lengths, maker.max_len)
+    by_length = np.argsort(lengths, kind="stable")  # little padding per batch
+    for idx in _eval_batches(by_length, lengths, batch_size):
         batch = maker.make(rows.take(idx))
         cands = [batch.target[:, None], batch.neg[:, None]]
         if extra_negs is not None:
@@ -104,6 +106,20 @@ def evaluate(model: SeqRecModel, maker: BatchMaker, rows: Rows, batch_size: int,
     restore = np.argsort(by_length)  # back to the rows' order
     return EvalOutcome(rows.user, rows.target, rows.neg, np.concatenate(pos)[restore],
                        np.concatenate(neg)[restore], np.concatenate(extra)[restore] if extra_negs is not None else None)
+
+
+def _eval_batches(order: np.ndarray, lengths: np.ndarray, batch_size: int, cells: int = 1024 * 48 * 48):
+    """Batches of `order` (ascending length) with at most `batch_size` rows and B * L^2 <= `cells`, so attention
+    over long histories stays bounded in memory (a 400-item history at 1,024 rows would need ~5 GB)."""
+    start = 0
+    while start < len(order):
+        end = min(start + batch_size, len(order))
+        longest = max(int(lengths[order[end - 1]]), 1)
+        end = min(end, start + max(1, cells // (longest * longest)))
+        while end > start + 1 and int(lengths[order[end - 1]]) ** 2 * (end - start) > cells:
+            end = start + max(1, cells // max(int(lengths[order[end - 1]]), 1) ** 2)
+        yield order[start:end]
+        start = end
 
 
 def make_optimizer(name: str, params, lr: float, weight_decay: float) -> torch.optim.Optimizer:

@@ -1,0 +1,33 @@
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def isolated(tmp_path) -> dict[str, str]:
+    """Environment for a runner subprocess: its own MLflow sqlite store and cache, CI mode (no progress bars)."""
+    env = {**os.environ, "CI": "true", "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
+           "SEQREC_CACHE": str(tmp_path / "cache"), "HYDRA_FULL_ERROR": "1"}
+    return env
+
+
+def run_cli(args: list[str], env: dict[str, str], cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
+    """python runners/run.py <args> from `cwd` (outputs land there), as a user would type it."""
+    return subprocess.run([sys.executable, str(REPO_ROOT / "runners" / "run.py"), *args], env=env, cwd=cwd,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def compose(overrides: list[str]):
+    """The real config, composed as the runner would, for calling runners.run.run(cfg) in-process."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(REPO_ROOT / "conf"), version_base="1.3"):
+        return hydra_compose(config_name="config", overrides=overrides)

@@ -1,0 +1,67 @@
+"""The main command end to end: Hydra sweep -> training -> MLflow, failures, determinism."""
+from __future__ import annotations
+
+import mlflow
+import pytest
+
+from runners.run import run
+from tests.runners.conftest import compose, run_cli
+
+QUICK = ["trainer.max_steps=150", "trainer.eval_every=50", "trainer.num_threads=1"]
+
+
+def test_sweep_logs_two_finished_runs_with_params_curves_and_provenance(isolated, tmp_path):
+    res = run_cli(["-m", "model=bpr,atrank", "dataset=sample", *QUICK], isolated, tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "2 finished, 0 skipped (already finished), 0 failed" in res.stdout
+    mlflow.set_tracking_uri(isolated["MLFLOW_TRACKING_URI"])
+    runs = mlflow.search_runs(experiment_names=["sample/paper"])
+    assert sorted(runs["tags.model"]) == ["atrank", "bpr"]
+    assert (runs["status"] == "FINISHED").all()
+    assert set(runs["tags.mlflow.runName"]) == {"bpr/sample/seed0", "atrank/sample/seed0"}
+    for col in ["params.model.lr", "params.model.batch_size", "params.trainer.max_steps", "params.dataset.name",
+                "params.protocol.name", "params.seed"]:
+        assert runs[col].notna().all(), col
+    for tag in ["git_commit", "git_dirty", "data_hash", "config_hash", "split_hash", "torch_version",
+                "python_version", "host", "protocol_label"]:
+        assert runs[f"tags.{tag}"].str.len().gt(0).all(), tag
+    assert runs["metrics.test_auc"].between(0.5, 1.0).all()
+    assert (runs["metrics.steps"] == 150).all() and (runs["metrics.examples_per_s"] > 0).all()
+    client = mlflow.MlflowClient()
+    for run_id in runs["run_id"]:
+        curve = client.get_metric_history(run_id, "curve/test_auc")
+        assert [m.step for m in curve] == [50, 100, 150]
+        assert {a.path for a in client.list_artifacts(run_id, "outcomes")} == {"outcomes/test_outcomes.csv"}
+
+
+def test_nan_job_fails_while_the_other_job_of_the_sweep_finishes(isolated, tmp_path):
+    res = run_cli(["-m", "model=bpr", "dataset=sample", "trainer.debug_nan_at_step=null,20", "skip_finished=false",
+                   *QUICK], isolated, tmp_path)
+    assert res.returncode == 1
+    assert "1 finished, 0 skipped (already finished), 1 failed" in res.stdout
+    mlflow.set_tracking_uri(isolated["MLFLOW_TRACKING_URI"])
+    runs = mlflow.search_runs(experiment_names=["sample/paper"])
+    assert sorted(runs["status"]) == ["FAILED", "FINISHED"]
+    failed = runs[runs["status"] == "FAILED"].iloc[0]
+    assert "FloatingPointError" in failed["tags.error"] and "step 20" in failed["tags.error"]
+
+
+def test_single_run_failure_exits_nonzero(isolated, tmp_path):
+    res = run_cli(["model=bpr", "dataset=sample", "trainer.debug_nan_at_step=5", *QUICK], isolated, tmp_path)
+    assert res.returncode != 0 and "loss is nan at step 5" in res.stderr
+
+
+def test_same_seed_twice_gives_identical_auc(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    overrides = ["model=atrank", "dataset=sample", *QUICK, f"paths.cache_dir={tmp_path / 'cache'}",
+                 f"mlflow.tracking_uri={uri}", "skip_finished=false"]
+    first, second = run(compose(overrides)), run(compose(overrides))
+    assert first["run_id"] != second["run_id"]
+    assert abs(first["test_auc"] - second["test_auc"]) < 1e-6
+    other_seed = run(compose(overrides + ["seed=1"]))
+    assert other_seed["test_auc"] != first["test_auc"]
+
+
+def test_unknown_model_is_a_clear_error(tmp_path):
+    with pytest.raises(Exception, match="Could not find 'model/nope'"):
+        compose(["model=nope"])
