@@ -17,5 +17,6 @@ def load_dataset(name: str, kind: str, data_root: str | Path, cache_dir: str | P
     """
     options = dict(options or {})
     files, parse = raw.prepare(kind, Path(data_root), cache_dir=Path(cache_dir), **options)
-    settings = {"kind": kind, **options, "raw_version": raw.RAW_VERSION}
+    # whether a missing file may be downloaded does not change the data: keep it out of the cache key
+    settings = {"kind": kind, **{k: v for k, v in options.items() if k != "download"}, "raw_version": raw.RAW_VERSION}
     return load_table(name, files, settings, parse, Path(cache_dir))
