@@ -36,7 +36,7 @@ def hit_ndcg_mrr(ranks: np.ndarray, ks: tuple[int, ...] = (5, 10, 20)) -> dict[s
     out: dict[str, float] = {}
     for k in ks:
         hit = ranks < k
-        out[f"hr@{k}"] = float(hit.mean())
-        out[f"ndcg@{k}"] = float(np.where(hit, 1.0 / np.log2(ranks + 2.0), 0.0).mean())
+        out[f"hr_{k}"] = float(hit.mean())
+        out[f"ndcg_{k}"] = float(np.where(hit, 1.0 / np.log2(ranks + 2.0), 0.0).mean())
     out["mrr"] = float((1.0 / (ranks + 1.0)).mean())
     return out

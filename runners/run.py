@@ -28,11 +28,12 @@ from hydra.types import RunMode  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
 from datasets.load import load_dataset  # noqa: E402
-from datasets.split import load_split, split_fingerprint  # noqa: E402
+from datasets.batches import BatchMaker, Rows, eval_rows  # noqa: E402
+from datasets.split import Split, load_split, split_fingerprint  # noqa: E402
 from models.registry import get_model  # noqa: E402
-from runners import metrics  # noqa: E402
 from runners.tracking import (config_hash, ensure_store, environment_tags, flatten,  # noqa: E402
                               get_or_create_experiment, tracking_uri)
+from runners.evaluation import TestSetGuard, evaluate, extra_metrics, full_ranks  # noqa: E402
 from runners.trainer import TrainSettings, peak_rss_mb, seed_everything, train  # noqa: E402
 
 log = logging.getLogger("seqrec")
@@ -64,7 +65,8 @@ def train_settings(cfg: DictConfig, checkpoint_path: Path | None) -> TrainSettin
         lr_after_decay=m.lr_after_decay, clip_norm=m.clip_norm, batch_size=m.batch_size,
         epochs=t.epochs if t.epochs is not None else m.epochs, max_steps=t.max_steps, reshuffle=m.reshuffle,
         bucket_by_length=t.bucket_by_length, max_len=m.max_len, eval_every=t.eval_every,
-        eval_batch_size=t.eval_batch_size, select_on=p.select_on, patience=t.patience, seed=cfg.seed,
+        eval_batch_size=t.eval_batch_size, select_on=p.select_on, track_test=p.track_test, patience=t.patience,
+        seed=cfg.seed,
         progress=show_progress(t.progress), checkpoint_path=str(checkpoint_path) if checkpoint_path else None,
         checkpoint_every=t.checkpoint_every, debug_nan_at_step=t.debug_nan_at_step)
 
@@ -77,6 +79,19 @@ def outcomes_table(table, outcome) -> str:
         "reviewerID": table.user_keys[outcome.user], "pos": table.item_keys[outcome.pos],
         "neg": table.item_keys[outcome.neg], "score_pos": outcome.score_pos, "score_neg": outcome.score_neg,
         "correct": (outcome.score_pos > outcome.score_neg).astype(int)}).to_csv(index=False)
+
+
+def final_evaluation(model, maker: BatchMaker, rows: Rows, split: Split, batch_size: int, full_ranking_users: int,
+                     seed: int):
+    """Outcomes on `rows` (positive, frozen negative, the split's sampled negatives) and the extra metrics; full
+    ranking on a seeded subset of `full_ranking_users` users (-1: all, 0: none)."""
+    outcome = evaluate(model, maker, rows, batch_size, extra_negs=split.eval_negs)
+    ranks = None
+    if full_ranking_users:
+        n = len(rows) if full_ranking_users < 0 else min(full_ranking_users, len(rows))
+        subset = np.sort(np.random.default_rng(seed).choice(len(rows), size=n, replace=False))
+        ranks = full_ranks(model, maker, rows.take(subset), batch_size)
+    return outcome, extra_metrics(outcome, ranks)
 
 
 def find_runs(client, experiment_id: str, chash: str, statuses: tuple[str, ...]) -> list:
@@ -96,8 +111,7 @@ def run(cfg: DictConfig, sweep_dir: str | None = None) -> dict:
     table = load_dataset(cfg.dataset.name, cfg.dataset.kind, data_root, cache_dir,
                          OmegaConf.to_container(cfg.dataset.options, resolve=True))
     p = cfg.protocol
-    split = load_split(table, cache_dir, p.name if p.name in ("paper", "loo_val") else "loo_val", p.split_seed,
-                       p.eval_negatives, p.eval_negatives_kind)
+    split = load_split(table, cache_dir, p.split, p.split_seed, p.eval_negatives, p.eval_negatives_kind)
     model_cls = get_model(cfg.model.name)
     resolved = OmegaConf.to_container(cfg, resolve=True)
     chash = config_hash(resolved, table.content_hash, Path(sys.modules[model_cls.__module__].__file__))
@@ -150,17 +164,28 @@ def run(cfg: DictConfig, sweep_dir: str | None = None) -> dict:
             settings = train_settings(cfg, checkpoint)
             log.info("%s: %s on %s (%s), %d params, %s", run_name, cfg.model.name, cfg.dataset.name, p.label,
                      sum(x.numel() for x in model.parameters()), settings)
-            result = train(model, table, split, settings,
-                           log_metrics=lambda m, step: mlflow.log_metrics({f"curve/{k}": v for k, v in m.items()}, step=step),
-                           test_access_limit=p.test_access_limit)
-            test = result.test
-            final = {"test_auc": test.auc, "test_roc_auc": metrics.pooled_roc_auc(test.score_pos, test.score_neg),
+            guard = TestSetGuard(eval_rows(table, split, "test"), p.test_access_limit)
+            result = train(model, table, split, settings, guard,
+                           log_metrics=lambda m, step: mlflow.log_metrics({f"curve/{k}": v for k, v in m.items()},
+                                                                          step=step))
+            # the selected weights are loaded; the one final read of the test set computes every metric
+            maker = BatchMaker(table, max_len=settings.max_len)
+            test, test_extra = final_evaluation(model, maker, guard.rows(), split, settings.eval_batch_size,
+                                                p.full_ranking_users, cfg.seed)
+            final = {"test_auc": test.auc, **{f"test_{k}": v for k, v in test_extra.items()},
                      f"best_{p.select_on}_auc": result.best_score, "best_step": result.best_step,
                      "steps": result.steps, "epochs_done": result.epochs_done,
                      "train_seconds": result.train_seconds,
                      "examples_per_s": result.examples / max(result.train_seconds, 1e-9),
                      "wall_time_s": time.time() - t_start, "peak_rss_mb": peak_rss_mb(),
-                     "test_accesses": result.test_accesses, "n_test_users": len(test.user)}
+                     "test_accesses": guard.accesses, "n_test_users": len(test.user)}
+            if split.valid_pos is not None:
+                valid, valid_extra = final_evaluation(model, maker, eval_rows(table, split, "valid"), split,
+                                                      settings.eval_batch_size, p.full_ranking_users, cfg.seed)
+                final.update({"valid_auc": valid.auc, **{f"valid_{k}": v for k, v in valid_extra.items()}})
+            if result.best_test_auc is not None and p.select_on == "valid":  # protocol=optimism (diagnostic)
+                final.update({"test_auc_at_test_best": result.best_test_auc,
+                              "optimism": result.best_test_auc - test.auc})
             mlflow.log_metrics(final, step=result.steps)
             if cfg.mlflow.log_outcomes:
                 mlflow.log_text(outcomes_table(table, test), "outcomes/test_outcomes.csv")

@@ -26,7 +26,7 @@ from datasets.batches import BatchMaker, Rows, batch_order, eval_rows, iterate, 
 from datasets.split import Split
 from datasets.table import Table
 from models.interface import SeqRecModel
-from runners import metrics
+from runners.evaluation import EvalOutcome, TestSetGuard, evaluate
 
 log = logging.getLogger(__name__)
 
@@ -48,78 +48,13 @@ class TrainSettings:
     eval_every: int = 1000  # steps; 0 = at the end of each epoch
     eval_batch_size: int = 1024
     select_on: str = "test"  # "test" (paper protocol) or "valid" (loo_val)
+    track_test: bool = False  # with select_on="valid": also evaluate test at every evaluation (diagnostic)
     patience: int | None = None  # evaluations without improvement before stopping
     seed: int = 0
     progress: bool = False
     checkpoint_path: str | None = None
     checkpoint_every: int = 0  # steps; 0 = no periodic checkpoints
     debug_nan_at_step: int | None = None  # testing aid: the loss becomes NaN at this step
-
-
-class TestSetGuard:
-    """The one accessor of the test rows. Counts accesses; with a limit (loo_val: 1), a further access raises."""
-
-    def __init__(self, rows: Rows, limit: int | None):
-        self._rows, self.limit, self.accesses = rows, limit, 0
-
-    def rows(self) -> Rows:
-        if self.limit is not None and self.accesses >= self.limit:
-            raise RuntimeError(f"the test set was already read {self.accesses} time(s); this protocol allows "
-                               f"{self.limit} (model selection must use the validation set)")
-        self.accesses += 1
-        return self._rows
-
-
-@dataclass
-class EvalOutcome:
-    user: np.ndarray
-    pos: np.ndarray
-    neg: np.ndarray
-    score_pos: np.ndarray
-    score_neg: np.ndarray
-    score_negs: np.ndarray | None = None  # [U, K] scores of extra sampled negatives
-
-    @property
-    def auc(self) -> float:
-        return metrics.paper_auc(self.score_pos, self.score_neg)
-
-
-@torch.no_grad()
-def evaluate(model: SeqRecModel, maker: BatchMaker, rows: Rows, batch_size: int,
-             extra_negs: np.ndarray | None = None) -> EvalOutcome:
-    """Score each row's positive, its frozen negative and optional extra negatives [U, K] in one call per batch."""
-    was_training = model.training
-    model.eval()
-    pos, neg, extra = [], [], []
-    lengths = rows.end - maker.indptr[rows.user]
-    if maker.max_len:
-        lengths = np.minimum(lengths, maker.max_len)
-    by_length = np.argsort(lengths, kind="stable")  # little padding per batch
-    for idx in _eval_batches(by_length, lengths, batch_size):
-        batch = maker.make(rows.take(idx))
-        cands = [batch.target[:, None], batch.neg[:, None]]
-        if extra_negs is not None:
-            cands.append(torch.from_numpy(extra_negs[rows.user[idx]].astype(np.int64)))
-        s = model.score(batch, torch.cat(cands, dim=1)).float().numpy()  # [B, 2 (+K)]
-        pos.append(s[:, 0]), neg.append(s[:, 1]), extra.append(s[:, 2:])
-    model.train(was_training)
-    restore = np.argsort(by_length)  # back to the rows' order
-    return EvalOutcome(rows.user, rows.target, rows.neg, np.concatenate(pos)[restore],
-                       np.concatenate(neg)[restore], np.concatenate(extra)[restore] if extra_negs is not None else None)
-
-
-def _eval_batches(order: np.ndarray, lengths: np.ndarray, batch_size: int, cells: int = 1024 * 48 * 48):
-    """Batches of `order` (ascending length) with at most `batch_size` rows and B * L^2 <= `cells`, so attention
-    over long histories stays bounded in memory (a 400-item history at 1,024 rows would need ~5 GB)."""
-    start = 0
-    while start < len(order):
-        end = min(start + batch_size, len(order))
-        longest = max(int(lengths[order[end - 1]]), 1)
-        end = min(end, start + max(1, cells // (longest * longest)))
-        while end > start + 1 and int(lengths[order[end - 1]]) ** 2 * (end - start) > cells:
-            end = start + max(1, cells // max(int(lengths[order[end - 1]]), 1) ** 2)
-        yield order[start:end]
-        start = end
 
 
 def make_optimizer(name: str, params, lr: float, weight_decay: float) -> torch.optim.Optimizer:
@@ -150,9 +85,10 @@ class TrainResult:
     epochs_done: float
     examples: int
     train_seconds: float
-    best_eval: EvalOutcome | None
-    test: EvalOutcome | None
+    best_eval: EvalOutcome | None  # the selection split's outcomes at the best step
     test_accesses: int
+    best_test_auc: float | None = None  # highest test AUC seen during training (paper / track_test)
+    test_at_best: float | None = None  # test AUC at the selected step (paper / track_test)
     stopped_early: bool = False
     history: list[dict] = field(default_factory=list)
 
@@ -164,13 +100,13 @@ def _atomic_torch_save(obj, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def train(model: SeqRecModel, table: Table, split: Split, s: TrainSettings,
-          log_metrics: Callable[[dict[str, float], int], None] = lambda m, step: None,
-          test_access_limit: int | None = None) -> TrainResult:
-    """Train `model`; evaluate the selection split every `eval_every` steps; return the selected outcomes.
+def train(model: SeqRecModel, table: Table, split: Split, s: TrainSettings, test_guard: TestSetGuard,
+          log_metrics: Callable[[dict[str, float], int], None] = lambda m, step: None) -> TrainResult:
+    """Train `model`, evaluating the selection split every `eval_every` steps; leave the selected weights loaded.
 
-    select_on="test": the paper protocol; the reported test AUC is the best seen (test-set selection).
-    select_on="valid": the best validation step's weights are restored and the test set is read once.
+    select_on="test": the paper protocol (test read through `test_guard` at every evaluation, best test AUC kept).
+    select_on="valid": selection on validation; test is not read here (unless `track_test`, a diagnostic), so the
+    caller reads it once, with the selected weights.
     """
     seed_everything(s.seed)
     if s.select_on not in ("test", "valid"):
@@ -178,14 +114,14 @@ def train(model: SeqRecModel, table: Table, split: Split, s: TrainSettings,
     fmt = model.train_format
     rows = train_rows(table, split, fmt)
     maker = BatchMaker(table, max_len=s.max_len)
-    test_guard = TestSetGuard(eval_rows(table, split, "test"), test_access_limit)
     select_rows = eval_rows(table, split, "valid") if s.select_on == "valid" else None
     batches_per_epoch = math.ceil(len(rows) / s.batch_size)
     total_steps = s.epochs * batches_per_epoch if s.max_steps is None else min(s.max_steps,
                                                                                s.epochs * batches_per_epoch)
     optimizer = make_optimizer(s.optimizer, model.parameters(), s.lr, s.weight_decay)
     state = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "best_score": -1.0, "best_step": -1,
-             "bad_evals": 0, "examples": 0, "train_seconds": 0.0, "history": []}
+             "bad_evals": 0, "examples": 0, "train_seconds": 0.0, "history": [], "best_test_auc": None,
+             "test_at_best": None}
     best_state, best_eval = None, None
     ckpt = Path(s.checkpoint_path) if s.checkpoint_path else None
     if ckpt is not None and ckpt.exists():
@@ -207,15 +143,21 @@ def train(model: SeqRecModel, table: Table, split: Split, s: TrainSettings,
 
     def run_eval() -> float:
         nonlocal best_state, best_eval
-        eval_set = select_rows if select_rows is not None else test_guard._rows  # paper: selects on test
+        eval_set = select_rows if select_rows is not None else test_guard.rows()  # paper: selects on test
         outcome = evaluate(model, maker, eval_set, s.eval_batch_size)
         score = outcome.auc
         row = {f"{s.select_on}_auc": score, "lr": optimizer.param_groups[0]["lr"],
                "epoch": state["step"] / batches_per_epoch}
+        test_auc = score if s.select_on == "test" else None
+        if s.track_test and s.select_on == "valid":
+            test_auc = row["test_auc"] = evaluate(model, maker, test_guard.rows(), s.eval_batch_size).auc
+        if test_auc is not None:
+            state["best_test_auc"] = max(state["best_test_auc"] or -1.0, test_auc)
         if state["train_seconds"] > 0:
             row["examples_per_s"] = state["examples"] / state["train_seconds"]
         if score > state["best_score"]:
             state["best_score"], state["best_step"], state["bad_evals"] = score, state["step"], 0
+            state["test_at_best"] = test_auc
             best_state = copy.deepcopy(model.state_dict())
             best_eval = outcome
         else:
@@ -292,15 +234,9 @@ def train(model: SeqRecModel, table: Table, split: Split, s: TrainSettings,
         run_eval()
     save_checkpoint()
 
-    test = None
-    if s.select_on == "valid":
-        model.load_state_dict(best_state)
-        test = evaluate(model, maker, test_guard.rows(), s.eval_batch_size)
-    else:
-        model.load_state_dict(best_state)
-        test = best_eval
-    n_test_reads = test_guard.accesses if s.select_on == "valid" else len(state["history"])
+    model.load_state_dict(best_state)
     return TrainResult(best_score=state["best_score"], best_step=state["best_step"], steps=state["step"],
                        epochs_done=state["step"] / batches_per_epoch, examples=state["examples"],
-                       train_seconds=state["train_seconds"], best_eval=best_eval, test=test,
-                       test_accesses=n_test_reads, stopped_early=stopped_early, history=state["history"])
+                       train_seconds=state["train_seconds"], best_eval=best_eval, test_accesses=test_guard.accesses,
+                       best_test_auc=state["best_test_auc"], test_at_best=state["test_at_best"],
+                       stopped_early=stopped_early, history=state["history"])
