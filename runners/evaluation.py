@@ -17,6 +17,8 @@ from runners import metrics
 class TestSetGuard:
     """The one accessor of the test rows. Counts accesses; with a limit (loo_val: 1), a further access raises."""
 
+    __test__ = False  # not a pytest test class
+
     def __init__(self, rows: Rows, limit: int | None):
         self._rows, self.limit, self.accesses = rows, limit, 0
 
