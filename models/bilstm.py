@@ -1,0 +1,77 @@
+"""Bi-LSTM baseline of ATRank's Table 3 (Zhou et al., AAAI 2018; reference code: jinze1994/ATRank, `rnn/model.py`).
+
+A bidirectional LSTM (128 units per direction) reads the history's item ++ category embeddings (64 + 64). The
+forward output at the last real step ++ the backward output at step 0 (i.e. both directions' final states) go
+through dense(256 -> 128) to give the user vector u; logit = item bias + <u, target item ++ category>.
+Loss = mean sigmoid cross-entropy + l2_reg * (||u||^2 + ||target emb||^2) / 2 summed over the batch (as the reference).
+
+Padding: the history is packed with its lengths, so padded slots are never read. Initialisation follows the
+reference's TF1 defaults: glorot-uniform embeddings and dense kernels, zero dense bias, LSTM gate biases 0 with
+the forget gate at 1 (TF's `forget_bias=1.0`; PyTorch's default U(+-1/sqrt(H)) LSTM kernels equal TF's glorot here).
+Departures: a zero-length history (impossible for pointwise rows) gives zero final states instead of failing;
+the reference's unused user-id embedding is left out; `dropout` (0 = reference) acts on the 256 states.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence
+
+from datasets.batch import Batch
+from models.interface import SeqRecModel
+from models.layers import ItemCategoryEmbedding, l2_half_sum, tf_default_init_
+from models.registry import register
+
+
+def tf_lstm_init_(lstm: nn.LSTM) -> None:
+    """Zero gate biases with the forget gate at 1, like TF1's LSTMCell (PyTorch gate order: i, f, g, o)."""
+    for name, param in lstm.named_parameters():
+        if name.startswith("bias"):
+            nn.init.zeros_(param)
+            if name.startswith("bias_hh"):
+                param.data[lstm.hidden_size:2 * lstm.hidden_size] = 1.0
+
+
+@register("bilstm")
+class BiLSTM(SeqRecModel):
+    train_format = "pointwise"
+
+    def __init__(self, n_users: int, n_items: int, n_categories: int, item_category: np.ndarray,
+                 item_dim: int = 64, cat_dim: int = 64, dim: int = 128, l2_reg: float = 5e-5,
+                 dropout: float = 0.0):
+        super().__init__()
+        self.n_items = n_items
+        self.l2_reg = l2_reg
+        self.emb = ItemCategoryEmbedding(n_items, n_categories, item_category, item_dim, cat_dim)
+        self.lstm = nn.LSTM(self.emb.dim, dim, batch_first=True, bidirectional=True)
+        self.dropout = nn.Dropout(dropout)
+        self.dense = nn.Linear(2 * dim, self.emb.dim)  # user vector lives in the target's space (128)
+        tf_default_init_(self.dense)
+        tf_lstm_init_(self.lstm)
+
+    def user_vector(self, batch: Batch) -> torch.Tensor:
+        x = self.emb(batch.hist)  # [B, L, 128]
+        lengths = batch.lengths.clamp(min=1).cpu()  # pack wants CPU lengths >= 1; 0-length rows are zeroed below
+        packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+        _, (h_n, _) = self.lstm(packed)  # h_n [2, B, dim]: forward state at the last real step, backward at step 0
+        h = torch.cat([h_n[0], h_n[1]], dim=-1)  # [B, 2 dim]
+        h = h.masked_fill((batch.lengths == 0)[:, None], 0.0)
+        return self.dense(self.dropout(h))  # [B, 128]
+
+    def score(self, batch: Batch, candidates: torch.Tensor) -> torch.Tensor:
+        u = self.user_vector(batch)  # [B, D], shared by the C candidates
+        return self.emb.item_bias(candidates) + torch.einsum("bd,bcd->bc", u, self.emb(candidates))  # [B, C]
+
+    @torch.no_grad()
+    def full_scores(self, batch: Batch, chunk: int = 4096) -> torch.Tensor:
+        u = self.user_vector(batch)  # [B, D]
+        all_items = torch.cat([self.emb.item.weight, self.emb.category(self.emb.item_category)], dim=-1)  # [N, D]
+        return u @ all_items.T + self.emb.bias.weight.T  # [B, N]
+
+    def loss(self, batch: Batch) -> torch.Tensor:
+        u = self.user_vector(batch)  # [B, D]
+        t = self.emb(batch.target)  # [B, D]
+        logits = self.emb.item_bias(batch.target) + (u * t).sum(-1)  # [B]
+        bce = nn.functional.binary_cross_entropy_with_logits(logits, batch.label)
+        return bce + self.l2_reg * l2_half_sum(u, t)

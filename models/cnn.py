@@ -1,0 +1,109 @@
+"""CNN + Max Pooling baseline of ATRank's Table 3 (Zhou et al., AAAI 2018; reference: jinze1994/ATRank,
+`cnn/model.py`, itself after Kim's text CNN).
+
+History input x_l = dense(item ++ category ++ one-hot time bucket -> 128), no activation, zero at padded slots.
+The reference takes `one_hot(bucket, 12)`, so bucket 12 (gaps of 4,096 days or more) is an all-zero vector; so here.
+For each filter width w in 1..10: 32 filters, ReLU(conv(x) + b) with b initialised to 0.1, max-pooled over window
+positions; the 320 pooled values -> dense 128 = user vector u. Logit = item bias + <u, target item ++ category>.
+Loss = mean sigmoid cross-entropy + l2_reg * (||u||^2 + ||target emb||^2) / 2 summed over the batch.
+
+Which windows take part in the max (`padding_mode`):
+- "valid" (default, our choice): only windows lying entirely inside the real history. A history shorter than w has
+  none; it then uses the one window at position 0, i.e. the history zero-padded to width w. Padding never changes a
+  score, and a row's score does not depend on the other rows of its batch.
+- "reference": the official code's behaviour. Histories are zero-padded to ref_len = 500 and every position of
+  the VALID convolution is pooled: partial windows at the end see zeros and each all-padding window gives exactly
+  ReLU(b). Computed without padding to 500: we convolve only up to the batch's longest history (+ w - 1 zeros) and
+  add ReLU(b) to the max analytically when an all-padding window exists (len <= ref_len - w). The reference
+  fails on histories longer than 500; here such a row is padded to its own length instead.
+The modes differ on nearly every row: the reference's max also sees the partial end windows and, for histories of
+at most 490 items, ReLU(b) (a floor under every pooled value).
+
+Initialisation as the reference: conv kernels truncated normal (std 0.1), conv biases 0.1, glorot-uniform
+embeddings and dense kernels, zero dense biases. Dropout on the pooled 320 values (0 = reference).
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from datasets.batch import Batch
+from models.interface import SeqRecModel
+from models.layers import ItemCategoryEmbedding, l2_half_sum, tf_default_init_
+from models.registry import register
+
+ONE_HOT_SLOTS = 12  # the reference's one_hot(bucket, 12): bucket 12 -> all zeros
+
+
+@register("cnn")
+class CNN(SeqRecModel):
+    train_format = "pointwise"
+
+    def __init__(self, n_users: int, n_items: int, n_categories: int, item_category: np.ndarray,
+                 item_dim: int = 64, cat_dim: int = 64, dim: int = 128, n_filters: int = 32, max_width: int = 10,
+                 l2_reg: float = 5e-5, dropout: float = 0.0, padding_mode: str = "valid", ref_len: int = 500):
+        super().__init__()
+        if padding_mode not in ("valid", "reference"):
+            raise ValueError(f"padding_mode must be 'valid' or 'reference', not {padding_mode!r}")
+        assert ref_len >= max_width, "the reference's padded length must hold the widest filter"
+        self.n_items = n_items
+        self.l2_reg = l2_reg
+        self.padding_mode = padding_mode
+        self.ref_len = ref_len
+        self.max_width = max_width
+        self.emb = ItemCategoryEmbedding(n_items, n_categories, item_category, item_dim, cat_dim)
+        self.input = nn.Linear(self.emb.dim + ONE_HOT_SLOTS, dim)
+        self.convs = nn.ModuleList(nn.Conv1d(dim, n_filters, width) for width in range(1, max_width + 1))
+        self.dropout = nn.Dropout(dropout)
+        self.dense = nn.Linear(n_filters * max_width, self.emb.dim)
+        tf_default_init_(self.input)
+        tf_default_init_(self.dense)
+        for conv in self.convs:
+            nn.init.trunc_normal_(conv.weight, std=0.1, a=-0.2, b=0.2)
+            nn.init.constant_(conv.bias, 0.1)
+
+    def features(self, batch: Batch) -> torch.Tensor:
+        time = nn.functional.one_hot(batch.hist_time, ONE_HOT_SLOTS + 1)[..., :ONE_HOT_SLOTS]  # [B, L, 12]
+        x = self.input(torch.cat([self.emb(batch.hist), time.to(self.input.weight.dtype)], dim=-1))  # [B, L, dim]
+        return x.masked_fill(~batch.mask[..., None], 0.0)  # the reference masks after the dense layer
+
+    def pool(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        # x [B, L, dim] zero on padding, lengths [B] -> max-pooled filters [B, n_filters * max_width]
+        L = max(x.shape[1], 1)
+        x = nn.functional.pad(x.transpose(1, 2), (0, L - x.shape[1] + self.max_width - 1))  # [B, dim, L + W - 1]
+        start = torch.arange(L, device=x.device)  # window start positions 0..L-1
+        lengths = lengths[:, None]  # [B, 1]
+        pooled = []
+        for width, conv in enumerate(self.convs, start=1):
+            h = torch.relu(conv(x)[:, :, :L])  # [B, F, L]: every window starting inside the padded batch
+            if self.padding_mode == "valid":
+                keep = start <= (lengths - width).clamp(min=0)  # [B, L]: inside the history, else the one at 0
+            else:
+                keep = start <= lengths.clamp(min=self.ref_len) - width  # [B, L]: the reference's VALID positions
+            h = h.masked_fill(~keep[:, None, :], float("-inf")).amax(dim=-1)  # [B, F]
+            if self.padding_mode == "reference":
+                all_padding = lengths <= self.ref_len - width  # [B, 1]: a window lies wholly in the padding
+                h = torch.where(all_padding, torch.maximum(h, torch.relu(conv.bias)), h)
+            pooled.append(h)
+        return torch.cat(pooled, dim=-1)  # [B, F * W]
+
+    def user_vector(self, batch: Batch) -> torch.Tensor:
+        return self.dense(self.dropout(self.pool(self.features(batch), batch.lengths)))  # [B, 128]
+
+    def score(self, batch: Batch, candidates: torch.Tensor) -> torch.Tensor:
+        u = self.user_vector(batch)  # [B, D], shared by the C candidates
+        return self.emb.item_bias(candidates) + torch.einsum("bd,bcd->bc", u, self.emb(candidates))  # [B, C]
+
+    @torch.no_grad()
+    def full_scores(self, batch: Batch, chunk: int = 4096) -> torch.Tensor:
+        u = self.user_vector(batch)  # [B, D]
+        all_items = torch.cat([self.emb.item.weight, self.emb.category(self.emb.item_category)], dim=-1)  # [N, D]
+        return u @ all_items.T + self.emb.bias.weight.T  # [B, N]
+
+    def loss(self, batch: Batch) -> torch.Tensor:
+        u = self.user_vector(batch)  # [B, D]
+        t = self.emb(batch.target)  # [B, D]
+        logits = self.emb.item_bias(batch.target) + (u * t).sum(-1)  # [B]
+        bce = nn.functional.binary_cross_entropy_with_logits(logits, batch.label)
+        return bce + self.l2_reg * l2_half_sum(u, t)

@@ -1,0 +1,122 @@
+"""DIN: interface shapes, padding never leaks (train and eval Dice), candidates consistent, Dice, a tiny fit."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from models.din import DIN, Dice
+from models.registry import get_model
+from tests.models.helpers import (N_ITEMS, extend_padding, one_thread, planted_batch, random_batch,  # noqa: F401
+                                  random_candidates, row_alone, scramble_padding, shape_kwargs)
+
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def make_model(activation: str = "dice", seed: int = 0) -> DIN:
+    torch.manual_seed(seed)
+    model = DIN(**shape_kwargs(), item_dim=8, cat_dim=8, att_hidden=(12, 6), mlp_hidden=(10, 5),
+                activation=activation)
+    with torch.no_grad():  # non-trivial Dice state, as after some training
+        for module in model.modules():
+            if isinstance(module, Dice):
+                module.alpha.uniform_(-0.5, 0.5)
+                module.running_mean.normal_(0.0, 0.2)
+                module.running_var.uniform_(0.5, 2.0)
+    return model.eval()
+
+
+def test_registered():
+    assert get_model("din") is DIN
+
+
+@pytest.mark.parametrize("activation", ["dice", "prelu"])
+def test_shapes_and_full_scores_agree_with_score(activation):
+    model, batch = make_model(activation), random_batch()
+    loss = model.train().loss(batch)
+    assert loss.shape == () and torch.isfinite(loss)
+    model.eval()
+    assert model.score(batch, random_candidates(batch)).shape == (4, 5)
+    full = model.full_scores(batch, chunk=7)  # several chunks, the last one short
+    assert full.shape == (4, N_ITEMS)
+    assert torch.allclose(full, model.score(batch, torch.arange(N_ITEMS).expand(4, -1)), atol=1e-5)
+    assert torch.allclose(model.full_scores(batch), full, atol=1e-5)  # the automatic chunk size
+
+
+def test_attention_unit_equals_the_plain_concat_mlp():
+    """The split first layer is the paper's MLP over [h, t, h - t, h * t]; weights are not normalised."""
+    model, batch = make_model(), random_batch()
+    cands = random_candidates(batch)
+    h, t = model.emb(batch.hist), model.emb(cands)  # [B, L, D], [B, C, D]
+    weights = model.attention_weights(h, batch.mask, t)  # [B, C, L]
+    hh, tt = h[:, None].expand(-1, 5, -1, -1), t[:, :, None].expand(-1, -1, h.shape[1], -1)
+    a = torch.cat([hh, tt, hh - tt, hh * tt], dim=-1)  # [B, C, L, 4D]
+    for layer, act in zip(model.att, model.att_act):
+        a = act(layer(a))
+    expected = model.att_out(a).squeeze(-1) * batch.mask[:, None, :]
+    assert torch.allclose(weights, expected, atol=1e-5)
+    assert not torch.allclose(weights.sum(-1), torch.ones(4, 5))
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_padding_never_changes_scores(training):
+    """Also in training mode: Dice's batch statistics use the real history slots only."""
+    model, batch = make_model().train(training), random_batch([3, 1, 6, 4])
+    cands = random_candidates(batch)
+    scores = model.score(batch, cands)
+    assert torch.allclose(scores, model.score(scramble_padding(batch), cands), atol=1e-6, rtol=0)
+    assert torch.allclose(scores, model.score(extend_padding(batch), cands), atol=1e-6, rtol=0)
+    if not training:  # batch statistics make a row's training-mode score depend on its batch, as batch norm
+        for i in range(len(batch)):
+            alone = model.score(row_alone(batch, i), cands[i:i + 1])[0]
+            assert torch.allclose(scores[i], alone, atol=1e-6, rtol=0)
+
+
+def test_one_candidate_equals_its_column():
+    model, batch = make_model(), random_batch()
+    cands = random_candidates(batch)
+    many = model.score(batch, cands)
+    for c in range(cands.shape[1]):
+        assert torch.allclose(model.score(batch, cands[:, c:c + 1])[:, 0], many[:, c], atol=1e-6, rtol=0)
+
+
+def test_dice():
+    dice = Dice(3)
+    with torch.no_grad():
+        dice.alpha.fill_(0.25)
+    x = torch.randn(50, 3) * 4 + 1
+    p = torch.sigmoid((x - x.mean(0)) / torch.sqrt(x.var(0, unbiased=False) + 1e-8))
+    assert torch.allclose(dice(x), p * x + (1 - p) * 0.25 * x, atol=1e-6)
+    assert torch.allclose(dice.running_mean, 0.1 * x.mean(0), atol=1e-6)  # one step of momentum 0.1 from 0
+    masked = torch.cat([x, torch.full((7, 3), 100.0)])  # extra rows left out of the statistics
+    keep = torch.arange(57) < 50
+    assert torch.allclose(dice(masked, keep)[:50], dice(x), atol=1e-6)
+    dice.eval()
+    p = torch.sigmoid((x - dice.running_mean) / torch.sqrt(dice.running_var + 1e-8))
+    assert torch.allclose(dice(x), p * x + (1 - p) * 0.25 * x, atol=1e-6)
+    prelu = Dice(3, adaptive=False)
+    with torch.no_grad():
+        prelu.alpha.fill_(0.25)
+    assert torch.allclose(prelu(x), torch.where(x > 0, x, 0.25 * x))
+
+
+def test_length_one_and_zero_histories():
+    model = make_model()
+    for lengths in ([1], [1, 1], [0, 2]):
+        batch = random_batch(lengths)
+        assert torch.isfinite(model.score(batch, random_candidates(batch))).all()
+        assert torch.isfinite(model.train().loss(batch))
+        model.eval()
+
+
+@pytest.mark.parametrize("activation", ["dice", "prelu"])
+def test_sgd_reduces_loss(activation):
+    model, batch = make_model(activation).train(), planted_batch()
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    first = model.loss(batch).item()
+    for _ in range(30):
+        opt.zero_grad()
+        model.loss(batch).backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+        opt.step()
+    assert model.loss(batch).item() < first - 0.1
