@@ -19,6 +19,9 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 if sys.path[0] != str(REPO_ROOT):  # our `datasets` package, never Hugging Face's
     sys.path.insert(0, str(REPO_ROOT))
+# Job processes of launchers (submitit local / Slurm) unpickle the task in a fresh interpreter: same path there.
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    [str(REPO_ROOT), *(q for q in os.environ.get("PYTHONPATH", "").split(os.pathsep) if q and q != str(REPO_ROOT))])
 
 import hydra  # noqa: E402
 import numpy as np  # noqa: E402
@@ -48,7 +51,9 @@ def resolve_paths(cfg: DictConfig) -> tuple[Path, Path]:
 def model_params(cfg: DictConfig) -> dict:
     params = OmegaConf.to_container(cfg.model.params, resolve=True) or {}
     if cfg.recipe == "reference":
-        params.update(OmegaConf.to_container(cfg.model.get("reference_params") or {}, resolve=True))
+        reference = cfg.model.get("reference_params")
+        if reference:
+            params.update(OmegaConf.to_container(reference, resolve=True))
     return params
 
 
@@ -63,7 +68,9 @@ def train_settings(cfg: DictConfig, checkpoint_path: Path | None) -> TrainSettin
     return TrainSettings(
         optimizer=m.optimizer, lr=m.lr, weight_decay=m.weight_decay, lr_decay_step=m.lr_decay_step,
         lr_after_decay=m.lr_after_decay, clip_norm=m.clip_norm, batch_size=m.batch_size,
-        epochs=t.epochs if t.epochs is not None else m.epochs, max_steps=t.max_steps, reshuffle=m.reshuffle,
+        epochs=t.epochs if t.epochs is not None else (m.get("reference_epochs") or m.epochs
+                                                       if cfg.recipe == "reference" else m.epochs),
+        max_steps=t.max_steps, reshuffle=m.reshuffle,
         bucket_by_length=t.bucket_by_length, max_len=m.max_len, eval_every=t.eval_every,
         eval_batch_size=t.eval_batch_size, select_on=p.select_on, track_test=p.track_test, patience=t.patience,
         seed=cfg.seed,
@@ -155,8 +162,22 @@ def run(cfg: DictConfig, sweep_dir: str | None = None) -> dict:
                 tags["resumed"] = "true"
             mlflow.set_tags(tags)
             mlflow.log_dict(resolved, "config.yaml")
-            mlflow.log_metrics({"n_users": table.n_users, "n_items": table.n_items,
-                                "n_categories": table.n_categories, "n_interactions": table.n_interactions})
+            logged: set[tuple[str, int]] = set()  # (curve, step) points the killed process logged before
+            if resume_id:
+                prev = client.get_run(resume_id)
+                logged = {(k, m.step) for k in prev.data.metrics if k.startswith("curve/")
+                          for m in client.get_metric_history(resume_id, k)}
+                for k in ("error", "error_traceback"):  # a FAILED run being continued: its old error is stale
+                    if k in prev.data.tags:
+                        client.delete_tag(resume_id, k)
+            else:
+                mlflow.log_metrics({"n_users": table.n_users, "n_items": table.n_items,
+                                    "n_categories": table.n_categories, "n_interactions": table.n_interactions})
+
+            def log_curve(m: dict[str, float], step: int) -> None:  # after a resume, each point once
+                new = {f"curve/{k}": v for k, v in m.items() if (f"curve/{k}", step) not in logged}
+                if new:
+                    mlflow.log_metrics(new, step=step)
 
             seed_everything(cfg.seed)  # before construction: the initial weights depend on it
             model = model_cls(n_users=table.n_users, n_items=table.n_items, n_categories=table.n_categories,
@@ -165,9 +186,11 @@ def run(cfg: DictConfig, sweep_dir: str | None = None) -> dict:
             log.info("%s: %s on %s (%s), %d params, %s", run_name, cfg.model.name, cfg.dataset.name, p.label,
                      sum(x.numel() for x in model.parameters()), settings)
             guard = TestSetGuard(eval_rows(table, split, "test"), p.test_access_limit)
-            result = train(model, table, split, settings, guard,
-                           log_metrics=lambda m, step: mlflow.log_metrics({f"curve/{k}": v for k, v in m.items()},
-                                                                          step=step))
+            debug_raise = cfg.trainer.get("debug_raise")  # testing aid: +trainer.debug_raise=true|MemoryError
+            if debug_raise:
+                raise (MemoryError if str(debug_raise) == "MemoryError" else RuntimeError)(
+                    f"trainer.debug_raise={debug_raise}: failure forced for testing")
+            result = train(model, table, split, settings, guard, log_metrics=log_curve)
             # the selected weights are loaded; the one final read of the test set computes every metric
             maker = BatchMaker(table, max_len=settings.max_len)
             test, test_extra = final_evaluation(model, maker, guard.rows(), split, settings.eval_batch_size,
@@ -209,7 +232,7 @@ def _output_dir() -> Path | None:
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
-def main(cfg: DictConfig) -> float:
+def main(cfg: DictConfig) -> float | None:
     hc = HydraConfig.get()
     multirun = hc.mode == RunMode.MULTIRUN
     sweep_dir = str(Path(hc.sweep.dir).resolve()) if multirun else None
@@ -218,14 +241,15 @@ def main(cfg: DictConfig) -> float:
     try:
         result = run(cfg, sweep_dir)
         status_file.write_text(json.dumps({k: v for k, v in result.items() if isinstance(v, (str, int, float))}))
-        return float(result["selection_score"])
+        score = result.get("selection_score")
+        return float(score) if score is not None and math.isfinite(score) else None
     except Exception as e:
         status_file.write_text(json.dumps({"status": "FAILED", "run_name": run_name,
                                            "error": f"{type(e).__name__}: {e}"}))
         if not multirun:
             raise
         log.error("%s FAILED: %s\n%s", run_name, e, traceback.format_exc())
-        return math.nan
+        return None  # not NaN: optuna 2.10 rejects NaN and then crashes the sweeper; None marks the trial FAIL
 
 
 if __name__ == "__main__":
