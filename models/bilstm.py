@@ -19,8 +19,8 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
 from datasets.batch import Batch
-from models.interface import SeqRecModel
-from models.layers import ItemCategoryEmbedding, l2_half_sum, tf_default_init_
+
+from models.layers import ItemCategoryEmbedding, UserVectorModel, tf_default_init_
 from models.registry import register
 
 
@@ -34,7 +34,7 @@ def tf_lstm_init_(lstm: nn.LSTM) -> None:
 
 
 @register("bilstm")
-class BiLSTM(SeqRecModel):
+class BiLSTM(UserVectorModel):
     train_format = "pointwise"
 
     def __init__(self, n_users: int, n_items: int, n_categories: int, item_category: np.ndarray,
@@ -58,20 +58,3 @@ class BiLSTM(SeqRecModel):
         h = torch.cat([h_n[0], h_n[1]], dim=-1)  # [B, 2 dim]
         h = h.masked_fill((batch.lengths == 0)[:, None], 0.0)
         return self.dense(self.dropout(h))  # [B, 128]
-
-    def score(self, batch: Batch, candidates: torch.Tensor) -> torch.Tensor:
-        u = self.user_vector(batch)  # [B, D], shared by the C candidates
-        return self.emb.item_bias(candidates) + torch.einsum("bd,bcd->bc", u, self.emb(candidates))  # [B, C]
-
-    @torch.no_grad()
-    def full_scores(self, batch: Batch, chunk: int = 4096) -> torch.Tensor:
-        u = self.user_vector(batch)  # [B, D]
-        all_items = torch.cat([self.emb.item.weight, self.emb.category(self.emb.item_category)], dim=-1)  # [N, D]
-        return u @ all_items.T + self.emb.bias.weight.T  # [B, N]
-
-    def loss(self, batch: Batch) -> torch.Tensor:
-        u = self.user_vector(batch)  # [B, D]
-        t = self.emb(batch.target)  # [B, D]
-        logits = self.emb.item_bias(batch.target) + (u * t).sum(-1)  # [B]
-        bce = nn.functional.binary_cross_entropy_with_logits(logits, batch.label)
-        return bce + self.l2_reg * l2_half_sum(u, t)

@@ -13,37 +13,29 @@ import torch
 from torch import nn
 
 from datasets.batch import Batch
-from models.interface import SeqRecModel
-from models.layers import ItemCategoryEmbedding, l2_half_sum
+from models.layers import ItemCategoryEmbedding, UserVectorModel, l2_half_sum
 from models.registry import register
 
 
 @register("bpr")
-class BPR(SeqRecModel):
+class BPR(UserVectorModel):
     train_format = "pairwise"
 
     def __init__(self, n_users: int, n_items: int, n_categories: int, item_category: np.ndarray,
                  item_dim: int = 64, cat_dim: int = 64, l2_reg: float = 5e-5):
         super().__init__()
         self.n_items = n_items
-        self.items = ItemCategoryEmbedding(n_items, n_categories, item_category, item_dim, cat_dim)
-        self.user = nn.Embedding(n_users, self.items.dim)
+        self.emb = ItemCategoryEmbedding(n_items, n_categories, item_category, item_dim, cat_dim)
+        self.user = nn.Embedding(n_users, self.emb.dim)
         nn.init.xavier_uniform_(self.user.weight)
         self.l2_reg = l2_reg
 
-    def score(self, batch: Batch, candidates: torch.Tensor) -> torch.Tensor:
-        u = self.user(batch.user)  # [B, D]
-        e = self.items(candidates)  # [B, C, D]
-        return self.items.item_bias(candidates) + torch.einsum("bd,bcd->bc", u, e)
+    def user_vector(self, batch: Batch) -> torch.Tensor:
+        return self.user(batch.user)  # [B, D]: no sequence
 
     def loss(self, batch: Batch) -> torch.Tensor:
         u = self.user(batch.user)  # [B, D]
-        e_i, e_j = self.items(batch.target), self.items(batch.neg)  # [B, D]
-        x_uij = (self.items.item_bias(batch.target) - self.items.item_bias(batch.neg)
+        e_i, e_j = self.emb(batch.target), self.emb(batch.neg)  # [B, D]
+        x_uij = (self.emb.item_bias(batch.target) - self.emb.item_bias(batch.neg)
                  + (u * (e_i - e_j)).sum(-1))  # [B]
         return -nn.functional.logsigmoid(x_uij).mean() + self.l2_reg * l2_half_sum(u, e_i, e_j)
-
-    @torch.no_grad()
-    def full_scores(self, batch: Batch, chunk: int = 0) -> torch.Tensor:
-        all_items = torch.arange(self.n_items, device=batch.user.device)
-        return self.items.item_bias(all_items)[None, :] + self.user(batch.user) @ self.items(all_items).T

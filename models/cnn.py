@@ -29,15 +29,15 @@ import torch
 from torch import nn
 
 from datasets.batch import Batch
-from models.interface import SeqRecModel
-from models.layers import ItemCategoryEmbedding, l2_half_sum, tf_default_init_
+
+from models.layers import ItemCategoryEmbedding, UserVectorModel, tf_default_init_
 from models.registry import register
 
 ONE_HOT_SLOTS = 12  # the reference's one_hot(bucket, 12): bucket 12 -> all zeros
 
 
 @register("cnn")
-class CNN(SeqRecModel):
+class CNN(UserVectorModel):
     train_format = "pointwise"
 
     def __init__(self, n_users: int, n_items: int, n_categories: int, item_category: np.ndarray,
@@ -90,20 +90,3 @@ class CNN(SeqRecModel):
 
     def user_vector(self, batch: Batch) -> torch.Tensor:
         return self.dense(self.dropout(self.pool(self.features(batch), batch.lengths)))  # [B, 128]
-
-    def score(self, batch: Batch, candidates: torch.Tensor) -> torch.Tensor:
-        u = self.user_vector(batch)  # [B, D], shared by the C candidates
-        return self.emb.item_bias(candidates) + torch.einsum("bd,bcd->bc", u, self.emb(candidates))  # [B, C]
-
-    @torch.no_grad()
-    def full_scores(self, batch: Batch, chunk: int = 4096) -> torch.Tensor:
-        u = self.user_vector(batch)  # [B, D]
-        all_items = torch.cat([self.emb.item.weight, self.emb.category(self.emb.item_category)], dim=-1)  # [N, D]
-        return u @ all_items.T + self.emb.bias.weight.T  # [B, N]
-
-    def loss(self, batch: Batch) -> torch.Tensor:
-        u = self.user_vector(batch)  # [B, D]
-        t = self.emb(batch.target)  # [B, D]
-        logits = self.emb.item_bias(batch.target) + (u * t).sum(-1)  # [B]
-        bce = nn.functional.binary_cross_entropy_with_logits(logits, batch.label)
-        return bce + self.l2_reg * l2_half_sum(u, t)

@@ -18,7 +18,7 @@ Departures from the paper (the suite's adaptation to the ATRank protocol):
   shares that same table (the original has a separate output layer), like the Table 3 models.
 - `W` maps the state into the item space, as the Bi-LSTM's dense 128. The GRU keeps PyTorch's initialisation
   (the original: uniform in +-sqrt(6 / (fan_in + fan_out))). Dropout on the GRU input is optional (0 by default).
-- L2: `l2` x tf.nn.l2_loss of the user vectors and target embeddings, summed over the batch, is the Table 3
+- L2: `l2_reg` x tf.nn.l2_loss of the user vectors and target embeddings, summed over the batch, is the Table 3
   models' regulariser (reference 5e-5), not the original's.
 """
 from __future__ import annotations
@@ -29,21 +29,21 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
 from datasets.batch import Batch
-from models.interface import SeqRecModel
-from models.layers import ItemCategoryEmbedding, l2_half_sum, tf_default_init_
+
+from models.layers import ItemCategoryEmbedding, UserVectorModel, tf_default_init_
 from models.registry import register
 
 
 @register("gru4rec")
-class GRU4Rec(SeqRecModel):
+class GRU4Rec(UserVectorModel):
     train_format = "pointwise"
 
     def __init__(self, n_users: int, n_items: int, n_categories: int, item_category: np.ndarray,
                  item_dim: int = 64, cat_dim: int = 64, hidden: int = 128, n_layers: int = 1,
-                 dropout: float = 0.0, l2: float = 5e-5):
+                 dropout: float = 0.0, l2_reg: float = 5e-5):
         super().__init__()
         self.n_items = n_items
-        self.l2 = l2
+        self.l2_reg = l2_reg
         self.emb = ItemCategoryEmbedding(n_items, n_categories, item_category, item_dim, cat_dim)
         self.dropout = nn.Dropout(dropout)
         self.gru = nn.GRU(self.emb.dim, hidden, num_layers=n_layers, batch_first=True)
@@ -58,19 +58,3 @@ class GRU4Rec(SeqRecModel):
         _, h_n = self.gru(packed)  # h_n [n_layers, B, H], the state after each row's last real step
         u = self.out(h_n[-1])  # [B, D]
         return u * (batch.lengths > 0).unsqueeze(-1).to(u.dtype)
-
-    def score(self, batch: Batch, candidates: torch.Tensor) -> torch.Tensor:  # candidates [B, C] -> [B, C]
-        u = self.user_vector(batch)  # [B, D], once per row
-        return torch.einsum("bd,bcd->bc", u, self.emb(candidates)) + self.emb.item_bias(candidates)
-
-    @torch.no_grad()
-    def full_scores(self, batch: Batch, chunk: int = 4096) -> torch.Tensor:  # -> [B, n_items]
-        items = torch.arange(self.n_items, device=batch.user.device)
-        return self.user_vector(batch) @ self.emb(items).T + self.emb.item_bias(items)[None, :]
-
-    def loss(self, batch: Batch) -> torch.Tensor:
-        u = self.user_vector(batch)  # [B, D]
-        target = self.emb(batch.target)  # [B, D]
-        logits = (u * target).sum(-1) + self.emb.item_bias(batch.target)  # [B]
-        bce = nn.functional.binary_cross_entropy_with_logits(logits, batch.label)
-        return bce + self.l2 * l2_half_sum(u, target)

@@ -5,7 +5,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from models.interface import category_buffer
+from datasets.batch import Batch
+from models.interface import SeqRecModel, category_buffer
 
 
 class ItemCategoryEmbedding(nn.Module):
@@ -28,6 +29,9 @@ class ItemCategoryEmbedding(nn.Module):
 
     def item_bias(self, items: torch.Tensor) -> torch.Tensor:  # [...] -> [...]
         return self.bias(items).squeeze(-1)
+
+    def all_items(self) -> torch.Tensor:  # [n_items, item_dim + cat_dim]
+        return torch.cat([self.item.weight, self.category(self.item_category)], dim=-1)
 
 
 class LayerNorm(nn.Module):
@@ -63,11 +67,19 @@ class MultiHeadAttention(nn.Module):
         q = torch.relu(self.q(queries)).view(N, Tq, h, D // h).transpose(1, 2)  # [N, h, Tq, D/h]
         k = torch.relu(self.k(keys)).view(N, -1, h, D // h).transpose(1, 2)  # [N, h, Tk, D/h]
         v = torch.relu(self.v(keys)).view(N, -1, h, D // h).transpose(1, 2)
-        logits = q @ k.transpose(-1, -2) / (D // h) ** 0.5  # [N, h, Tq, Tk]
-        logits = logits.masked_fill(~key_mask[:, None, None, :], float("-inf"))
-        weights = torch.softmax(logits, dim=-1).nan_to_num(0.0)  # all-padding rows -> zeros
-        context = (self.dropout(weights) @ v).transpose(1, 2).reshape(N, Tq, D)  # [N, Tq, D]
-        return self.norm(context + queries)
+        # A row whose keys are all padding attends over all its slots (a finite softmax) and its context is zeroed
+        # below: the same values as masking with -inf and replacing the NaN rows by zeros, without NaNs in backward.
+        has_key = key_mask.any(-1)  # [N]
+        all_real = bool(has_key.all())
+        allowed = (key_mask if all_real else key_mask | ~has_key[:, None])[:, None, None, :]  # [N, 1, 1, Tk]
+        if self.training and self.dropout.p > 0:  # dropout on the weights: spelled out (SDPA's dropout differs)
+            logits = (q @ k.transpose(-1, -2) / (D // h) ** 0.5).masked_fill(~allowed, float("-inf"))
+            context = self.dropout(torch.softmax(logits, dim=-1)) @ v  # [N, h, Tq, D/h]
+        else:  # fused softmax(q k^T / sqrt(D/h) + mask) v: no [N, h, Tq, Tk] intermediates kept for backward
+            context = nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=allowed)
+        if not all_real:
+            context = context * has_key[:, None, None, None]
+        return self.norm(context.transpose(1, 2).reshape(N, Tq, D) + queries)  # [N, Tq, D]
 
 
 class FeedForward(nn.Module):
@@ -98,3 +110,33 @@ def tf_default_init_(module: nn.Module) -> nn.Module:
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
     return module
+
+
+class UserVectorModel(SeqRecModel):
+    """A model whose user vector does not depend on the candidate: logit = b_i + <u, e_i>, e_i = item ++ category.
+
+    Subclasses set `self.emb` (ItemCategoryEmbedding), `self.n_items`, `self.l2_reg` and define
+    `user_vector(batch) -> [B, D]`. The loss is the reference's: mean sigmoid cross-entropy + l2_reg * (l2(u) +
+    l2(e_target)), l2 = sum(x^2)/2 over the batch. Scoring C candidates reuses one user vector per row, and the
+    full catalogue is one matmul.
+    """
+
+    train_format = "pointwise"
+
+    def user_vector(self, batch: Batch) -> torch.Tensor:
+        raise NotImplementedError
+
+    def score(self, batch: Batch, candidates: torch.Tensor) -> torch.Tensor:
+        u = self.user_vector(batch)  # [B, D], shared by the C candidates
+        return self.emb.item_bias(candidates) + torch.einsum("bd,bcd->bc", u, self.emb(candidates))  # [B, C]
+
+    @torch.no_grad()
+    def full_scores(self, batch: Batch, chunk: int = 0) -> torch.Tensor:
+        return self.user_vector(batch) @ self.emb.all_items().T + self.emb.bias.weight.T  # [B, n_items]
+
+    def loss(self, batch: Batch) -> torch.Tensor:
+        u = self.user_vector(batch)  # [B, D]
+        t = self.emb(batch.target)  # [B, D]
+        logits = self.emb.item_bias(batch.target) + (u * t).sum(-1)  # [B]
+        bce = nn.functional.binary_cross_entropy_with_logits(logits, batch.label)
+        return bce + self.l2_reg * l2_half_sum(u, t)

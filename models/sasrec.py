@@ -50,9 +50,9 @@ class CausalSelfAttention(nn.Module):
         q = self.q(x).view(B, W, h, D // h).transpose(1, 2)  # [B, h, W, D/h]
         k = self.k(x).view(B, W, h, D // h).transpose(1, 2)
         v = self.v(x).view(B, W, h, D // h).transpose(1, 2)
-        logits = (q @ k.transpose(-1, -2)) / (D // h) ** 0.5  # [B, h, W, W]
-        logits = logits.masked_fill(~allowed[:, None], float("-inf"))
-        return (torch.softmax(logits, dim=-1) @ v).transpose(1, 2).reshape(B, W, D)  # [B, W, D]
+        # softmax(q k^T / sqrt(D/h), masked) v, fused (every query may see itself: no all-masked row)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed[:, None])  # [B, h, W, D/h]
+        return out.transpose(1, 2).reshape(B, W, D)  # [B, W, D]
 
 
 class Block(nn.Module):

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from datasets.batches import BatchMaker, Rows, batch_order, eval_rows, iterate, train_rows
+from datasets.batches import BatchMaker, batch_order, eval_rows, train_rows
 from datasets.split import Split
 from datasets.table import Table
 from models.interface import SeqRecModel
@@ -55,6 +55,7 @@ class TrainSettings:
     checkpoint_path: str | None = None
     checkpoint_every: int = 0  # steps; 0 = no periodic checkpoints
     debug_nan_at_step: int | None = None  # testing aid: the loss becomes NaN at this step
+    sparse_grad: str | bool = "auto"  # sparse embedding gradients: auto = when the update is the same (sparse_grad_ok)
 
 
 def make_optimizer(name: str, params, lr: float, weight_decay: float) -> torch.optim.Optimizer:
@@ -65,6 +66,75 @@ def make_optimizer(name: str, params, lr: float, weight_decay: float) -> torch.o
     if name == "adagrad":
         return torch.optim.Adagrad(params, lr=lr, weight_decay=weight_decay)
     raise ValueError(f"unknown optimizer {name!r}; expected sgd, adam or adagrad")
+
+
+SPARSE_OPTIMIZERS = ("sgd", "adagrad")  # their sparse update equals the dense one (Adam's would not: SparseAdam)
+
+
+def sparse_grad_ok(optimizer: str, weight_decay: float) -> bool:
+    """Whether sparse embedding gradients leave the optimiser's update unchanged: plain SGD and Adagrad without
+    weight decay touch a row only through its gradient, so rows a batch does not use get exactly zero update
+    either way (with weight decay, or Adam's moments, every row moves every step: keep those dense)."""
+    return optimizer in SPARSE_OPTIMIZERS and not weight_decay
+
+
+def use_sparse_embeddings(model: torch.nn.Module, sparse: bool) -> int:
+    """Switch every nn.Embedding of `model` to sparse (or dense) gradients; returns how many were set. Forward values
+    are unchanged; backward yields only the rows the batch looked up instead of a dense [n_rows, dim] zero-filled
+    gradient per step (the dominant cost of the big user/item tables at batch 32)."""
+    n = 0
+    for m in model.modules():
+        if isinstance(m, torch.nn.Embedding):
+            m.sparse = sparse
+            n += 1
+    return n
+
+
+def clip_grad_norm(params: list[torch.nn.Parameter], max_norm: float) -> torch.Tensor:
+    """torch.nn.utils.clip_grad_norm_ (global 2-norm, coefficient max_norm / (norm + 1e-6) capped at 1), also for
+    sparse gradients: these are coalesced first (duplicate rows summed), so the norm is the dense gradient's norm."""
+    grads = [p.grad for p in params if p.grad is not None]
+    if not any(g.is_sparse for g in grads):
+        return torch.nn.utils.clip_grad_norm_(params, max_norm)
+    values = []
+    for p in params:
+        if p.grad is not None:
+            if p.grad.is_sparse:
+                p.grad = p.grad.coalesce()
+            values.append(p.grad._values() if p.grad.is_sparse else p.grad)
+    total = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(v) for v in values]))
+    coef = torch.clamp(max_norm / (total + 1e-6), max=1.0)
+    for v in values:
+        v.mul_(coef)
+    return total
+
+
+def prepare_optimizer(model: SeqRecModel, s: TrainSettings) -> tuple[torch.optim.Optimizer, list]:
+    """The optimiser of settings `s` for `model` (sparse embedding gradients where sparse_grad_ok) and the parameter
+    list the step clips. Shared by train() and runners/bench.py."""
+    sparse = sparse_grad_ok(s.optimizer, s.weight_decay) if s.sparse_grad == "auto" else bool(s.sparse_grad)
+    use_sparse_embeddings(model, sparse)
+    params = list(model.parameters())
+    return make_optimizer(s.optimizer, params, s.lr, s.weight_decay), params
+
+
+def train_step(model: SeqRecModel, optimizer: torch.optim.Optimizer, params: list, batch, clip_norm: float | None,
+               poison: bool = False) -> float:
+    """One optimiser step on `batch`: loss, backward, clip, step, after_step; returns the loss. The body of train()'s
+    loop, also timed by runners/bench.py. `poison` (testing aid) makes the loss NaN."""
+    loss = model.loss(batch)
+    if poison:
+        loss = loss * float("nan")
+    value = loss.item()
+    if not math.isfinite(value):
+        raise FloatingPointError(f"{model.name}: loss is {value}")
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if clip_norm:
+        clip_grad_norm(params, clip_norm)
+    optimizer.step()
+    model.after_step()
+    return value
 
 
 def peak_rss_mb() -> float:
@@ -118,7 +188,7 @@ def train(model: SeqRecModel, table: Table, split: Split, s: TrainSettings, test
     batches_per_epoch = math.ceil(len(rows) / s.batch_size)
     total_steps = s.epochs * batches_per_epoch if s.max_steps is None else min(s.max_steps,
                                                                                s.epochs * batches_per_epoch)
-    optimizer = make_optimizer(s.optimizer, model.parameters(), s.lr, s.weight_decay)
+    optimizer, params = prepare_optimizer(model, s)
     state = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "best_score": -1.0, "best_step": -1,
              "bad_evals": 0, "examples": 0, "train_seconds": 0.0, "history": [], "best_test_auc": None,
              "test_at_best": None}
@@ -185,24 +255,17 @@ def train(model: SeqRecModel, table: Table, split: Split, s: TrainSettings, test
                               bucket_by_length=s.bucket_by_length, indptr=table.indptr)
         for idx in batches[state["batch_in_epoch"]:]:
             t0 = time.perf_counter()
-            batch = maker.make(rows.take(idx))
-            loss = model.loss(batch)
-            if s.debug_nan_at_step is not None and state["step"] + 1 >= s.debug_nan_at_step:
-                loss = loss * float("nan")
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"{model.name}: loss is {loss.item()} at step {state['step'] + 1} "
-                                         f"(epoch {state['epoch']}); lower the lr or check the inputs")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if s.clip_norm:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), s.clip_norm)
-            optimizer.step()
-            model.after_step()
+            poison = s.debug_nan_at_step is not None and state["step"] + 1 >= s.debug_nan_at_step
+            try:
+                loss = train_step(model, optimizer, params, maker.make(rows.take(idx)), s.clip_norm, poison)
+            except FloatingPointError as e:
+                raise FloatingPointError(f"{e} at step {state['step'] + 1} (epoch {state['epoch']}); lower the lr "
+                                         f"or check the inputs") from None
             state["train_seconds"] += time.perf_counter() - t0
             state["examples"] += len(idx)
             state["step"] += 1
             state["batch_in_epoch"] += 1
-            loss_sum, loss_n = loss_sum + loss.item(), loss_n + 1
+            loss_sum, loss_n = loss_sum + loss, loss_n + 1
             bar.update(1)
             if s.lr_decay_step is not None and state["step"] == s.lr_decay_step:
                 set_lr(s.lr_after_decay)

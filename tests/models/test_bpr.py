@@ -13,10 +13,10 @@ def test_loss_matches_reference_formula():
     model = BPR(**shape_kwargs(), item_dim=8, cat_dim=8, l2_reg=0.1)
     b = random_batch()
     u = model.user(b.user)
-    e_i, e_j = model.items(b.target), model.items(b.neg)
+    e_i, e_j = model.emb(b.target), model.emb(b.neg)
     with torch.no_grad():
-        model.items.bias.weight.normal_()
-    b_i, b_j = model.items.bias.weight[b.target, 0], model.items.bias.weight[b.neg, 0]
+        model.emb.bias.weight.normal_()
+    b_i, b_j = model.emb.bias.weight[b.target, 0], model.emb.bias.weight[b.neg, 0]
     x = b_i - b_j + (u * (e_i - e_j)).sum(-1)
     l2 = (u.pow(2).sum() + e_i.pow(2).sum() + e_j.pow(2).sum()) / 2  # tf.nn.l2_loss
     assert torch.allclose(model.loss(b), -logsigmoid(x).mean() + 0.1 * l2, atol=1e-6)
