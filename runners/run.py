@@ -11,7 +11,6 @@ import logging
 import math
 import os
 import sys
-import tempfile
 import time
 import traceback
 from pathlib import Path
