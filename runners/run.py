@@ -126,7 +126,7 @@ def run(cfg: DictConfig, sweep_dir: str | None = None) -> dict:
     ensure_store(uri)
     mlflow.set_tracking_uri(uri)
     client = mlflow.MlflowClient(uri)
-    exp_id = get_or_create_experiment(client, cfg.mlflow.experiment or f"{cfg.dataset.name}/{p.name}")
+    exp_id = get_or_create_experiment(client, cfg.mlflow.experiment or f"{cfg.dataset.name}/{p.name}", uri)
     run_name = f"{cfg.model.name}/{cfg.dataset.name}/seed{cfg.seed}"
     if cfg.skip_finished:
         done = find_runs(client, exp_id, chash, ("FINISHED",))

@@ -32,14 +32,22 @@ def ensure_store(uri: str) -> None:
     mlflow.MlflowClient(uri).search_experiments(max_results=1)
 
 
-def get_or_create_experiment(client, name: str) -> str:
+def artifact_root(uri: str) -> str | None:
+    """For a sqlite store, artifacts live beside the database file (MLflow's default, ./mlruns under the current
+    directory, would scatter them and let two stores collide); other stores keep their server's default."""
+    if uri.startswith("sqlite:///"):
+        return (Path(uri[len("sqlite:///"):]).resolve().parent / "artifacts").as_uri()
+    return None
+
+
+def get_or_create_experiment(client, name: str, uri: str = "") -> str:
     """Experiment id by name; tolerant of two jobs creating it at the same moment."""
     for attempt in range(5):
         exp = client.get_experiment_by_name(name)
         if exp is not None:
             return exp.experiment_id
         try:
-            return client.create_experiment(name, artifact_location=None)
+            return client.create_experiment(name, artifact_location=artifact_root(uri))
         except Exception:  # created concurrently by another job, or the sqlite store was busy
             time.sleep(0.2 * (attempt + 1))
     raise RuntimeError(f"could not create or find MLflow experiment {name!r}")

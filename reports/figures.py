@@ -1,0 +1,174 @@
+"""The report's PNGs (matplotlib, Agg): AUC vs training step, AUC with 95% CIs against the paper, throughput.
+
+Inputs are the DataFrames reports/table3.py builds from MLflow; nothing here queries MLflow or trains.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from reports.table3 import (MODEL_LABELS, OTHER_MODELS, PAPER_MODELS, column_title, dataset_order,  # noqa: E402
+                            model_order, paper_column_of, paper_value)
+
+_ALL = list(PAPER_MODELS) + list(OTHER_MODELS)
+plt.rcParams.update({"font.size": 10, "axes.titlesize": 11, "figure.dpi": 110})
+
+
+def model_color(model: str):
+    """The same colour for a model in every figure (tab10 has exactly the ten registered models)."""
+    i = _ALL.index(model) if model in _ALL else len(_ALL) + sum(map(ord, model))
+    return plt.get_cmap("tab10" if i < 10 else "tab20")(i % (10 if i < 10 else 20))
+
+
+def _grid(n: int, width: float, height: float, max_cols: int = 3):
+    cols = min(n, max_cols)
+    rows = math.ceil(n / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False)
+    for ax in axes.flat[n:]:
+        ax.set_visible(False)
+    return fig, list(axes.flat[:n])
+
+
+def _label(model: str) -> str:
+    return MODEL_LABELS.get(model, model)
+
+
+def curves_figure(picked: pd.DataFrame, curves: pd.DataFrame, path: Path) -> Path | None:
+    """Selection AUC vs optimiser step: one panel per dataset, one line per model (mean over seeds, thin = a seed)."""
+    done = picked[picked["status"] == "FINISHED"]
+    if done.empty or curves.empty:
+        return None
+    datasets = dataset_order(done.drop_duplicates("dataset"))
+    fig, axes = _grid(len(datasets), 5.2, 3.8)
+    handles = {}
+    for ax, d in zip(axes, datasets):
+        sub = done[done["dataset"] == d]
+        keys = []
+        for m in model_order(set(sub["model"])):
+            runs = sub[sub["model"] == m]
+            if runs.empty:
+                continue
+            select = "valid" if (runs["protocol"] == "loo_val").all() else "test"
+            key = f"curve/{select}_auc"
+            keys.append(select)
+            c = curves[(curves["run_id"].isin(runs["run_id"])) & (curves["key"] == key)]
+            if c.empty:
+                continue
+            for _, one in c.groupby("run_id"):
+                if len(runs) > 1:
+                    ax.plot(one["step"], one["value"], color=model_color(m), lw=0.7, alpha=0.35)
+            mean = c.groupby("step")["value"].mean()
+            (h,) = ax.plot(mean.index, mean.values, color=model_color(m), lw=1.8,
+                           marker="o" if len(mean) < 15 else None, ms=3, label=_label(m))
+            handles[m] = h
+        ax.set_title(column_title(d, paper_column_of(d, sub["paper_column"].iloc[0])))
+        ax.set_xlabel("optimiser step (batch sizes differ per model)")
+        ax.set_ylabel(f"{'/'.join(sorted(set(keys)))} AUC (per-user)")
+        ax.grid(alpha=0.3)
+    order = [m for m in model_order(set(handles)) if m in handles]
+    fig.legend([handles[m] for m in order], [_label(m) for m in order], loc="center left", bbox_to_anchor=(1.0, 0.5),
+               frameon=False)
+    fig.suptitle("AUC at each evaluation (thick: mean over seeds; thin: one seed)")
+    fig.tight_layout()
+    fig.savefig(path, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def auc_figure(cells: pd.DataFrame, col_stats: dict, metric: str, path: Path) -> Path | None:
+    """Measured value per model with its bootstrap 95% CI (or +-sd over seeds without outcomes), paper value as a
+    black diamond: one panel per dataset."""
+    have = cells[cells["n"] > 0]
+    if have.empty:
+        return None
+    base = 0.5 if "auc" in metric else 0.0   # AUC bars start at chance level, so lengths compare
+    datasets = dataset_order(have)
+    n_models = max(len(model_order(set(have[have["dataset"] == d]["model"]))) for d in datasets)
+    fig, axes = _grid(len(datasets), 5.6, 0.42 * n_models + 1.6)
+    for ax, d in zip(axes, datasets):
+        sub = have[have["dataset"] == d].set_index("model")
+        stats = next((v for k, v in col_stats.items() if k[2] == d), None)
+        pcol = paper_column_of(d, sub["paper_column"].iloc[0])
+        models = [m for m in model_order(set(sub.index)) if m in sub.index or paper_value(m, pcol, metric)]
+        ys = np.arange(len(models))[::-1]
+        lows: list[float] = [base]
+        highs: list[float] = []
+        for y, m in zip(ys, models):
+            pv = paper_value(m, pcol, metric)
+            if m in sub.index:
+                mean = sub.loc[m, "mean"]
+                if stats is not None and m in stats.ci:
+                    lo, hi = stats.ci[m].lo, stats.ci[m].hi
+                else:
+                    sd = sub.loc[m, "sd"] if not math.isnan(sub.loc[m, "sd"]) else 0.0
+                    lo, hi = mean - sd, mean + sd
+                ax.barh(y, mean - base, left=base, color=model_color(m), alpha=0.85, height=0.62)
+                ax.errorbar(mean, y, xerr=[[mean - lo], [hi - mean]], fmt="none", ecolor="black", capsize=3, lw=1)
+                ax.text(hi, y, f"  {mean:.4f}", va="center", fontsize=8)
+                lows.append(lo)
+                highs.append(hi)
+            else:
+                ax.text(0.01, y, "  not run", va="center", fontsize=8, color="gray", transform=ax.get_yaxis_transform())
+            if pv is not None:
+                ax.plot(pv, y, marker="D", color="black", ms=6, ls="none")
+                highs.append(pv)
+        lo, hi = min(lows), max(highs)
+        ax.set_xlim(lo - (0.01 if lo < base else 0.0),
+                    min(1.0, hi + max(0.02, 0.12 * (hi - lo))) if hi <= 1.0 else hi * 1.1)
+        ax.set_yticks(ys, [_label(m) for m in models])
+        whiskers = "95% CI" if stats is not None else "± sd over seeds"
+        ax.set_xlabel(f"{metric} (bars from {base:g}{' = chance' if base else ''}; whiskers: {whiskers}; ◆ paper)")
+        ax.set_title(column_title(d, pcol))
+        ax.grid(axis="x", alpha=0.3)
+    fig.suptitle(f"{metric}: ours" + (" with 95% bootstrap CIs over users" if col_stats else "")
+                 + " vs ATRank Table 3")
+    fig.tight_layout()
+    fig.savefig(path, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def throughput_figure(picked: pd.DataFrame, path: Path) -> Path | None:
+    """Training examples per second (mean over seeds) per model, log scale: one panel per dataset."""
+    done = picked[(picked["status"] == "FINISHED") & picked["metrics.examples_per_s"].notna()]
+    if done.empty:
+        return None
+    datasets = dataset_order(done.drop_duplicates("dataset"))
+    n_models = done.groupby("dataset")["model"].nunique().max()
+    fig, axes = _grid(len(datasets), 5.2, 0.42 * n_models + 1.6)
+    for ax, d in zip(axes, datasets):
+        sub = done[done["dataset"] == d]
+        rate = sub.groupby("model")["metrics.examples_per_s"].mean()
+        models = [m for m in model_order(set(rate.index)) if m in rate.index]
+        ys = np.arange(len(models))[::-1]
+        ax.barh(ys, [rate[m] for m in models], color=[model_color(m) for m in models], height=0.62)
+        for y, m in zip(ys, models):
+            ax.text(rate[m], y, f" {rate[m]:,.0f}", va="center", fontsize=8)
+        ax.set_xscale("log")
+        ax.set_xlim(rate.min() / 2, rate.max() * 8)
+        ax.set_yticks(ys, [_label(m) for m in models])
+        ax.set_xlabel("training examples / s (log scale)")
+        threads = ", ".join(sorted(set(sub["tags.torch_threads"]) - {""})) if "tags.torch_threads" in sub else ""
+        ax.set_title(f"{d}" + (f" ({threads} torch thread(s))" if threads else ""))
+        ax.grid(axis="x", alpha=0.3)
+    fig.suptitle("Training throughput (shared CPU: compare within a report only)")
+    fig.tight_layout()
+    fig.savefig(path, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def make_figures(picked: pd.DataFrame, cells: pd.DataFrame, curves: pd.DataFrame, col_stats: dict, *, metric: str,
+                 out_dir: Path, stem: str) -> list[Path]:
+    out_dir = Path(out_dir)
+    made = [curves_figure(picked, curves, out_dir / f"{stem}_curves.png"),
+            auc_figure(cells, col_stats, metric, out_dir / f"{stem}_auc.png"),
+            throughput_figure(picked, out_dir / f"{stem}_throughput.png")]
+    return [p for p in made if p is not None]

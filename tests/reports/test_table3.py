@@ -1,0 +1,95 @@
+"""reports/table3.py on hand-built run tables (the layout of mlflow.search_runs): no MLflow, no training."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from reports import table3
+from reports.table3 import RunFilter
+
+LABELS = {"paper": "test-set selection (as in the paper)", "loo_val": "validation selection (test read once)"}
+
+
+def fake_runs(rows: list[tuple]) -> pd.DataFrame:
+    """rows: (model, dataset, protocol, seed, status, test_auc, start minute)."""
+    recs = []
+    for i, (model, dataset, protocol, seed, status, auc, minute) in enumerate(rows):
+        recs.append({
+            "run_id": f"run{i:02d}", "experiment_id": "1", "status": status,
+            "start_time": pd.Timestamp("2026-01-01", tz="UTC") + pd.Timedelta(minutes=minute),
+            "tags.model": model, "tags.dataset": dataset, "tags.protocol": protocol,
+            "tags.protocol_label": LABELS[protocol], "tags.seed": str(seed), "tags.recipe": "default",
+            "tags.paper_column": {"clothing_seq": "Clothe.", "electro": "Electro."}.get(dataset, "None"),
+            "tags.mlflow.runName": f"{model}/{dataset}/seed{seed}", "tags.git_commit": "abc1234def", "tags.git_dirty":
+            "false", "tags.data_hash": "d1", "tags.error": "FloatingPointError: nan" if status == "FAILED" else None,
+            "metrics.test_auc": auc, "metrics.steps": 100.0 if status == "FINISHED" else np.nan,
+            "params.trainer.max_steps": "100"})
+    return table3.normalize_runs(pd.DataFrame(recs), {"1": "clothing_seq/paper"})
+
+
+def row(md: str, label: str) -> list[str]:
+    line = next(x for x in md.splitlines() if x.startswith(f"| {label} |"))
+    return [c.strip() for c in line.strip("|").split("|")]
+
+
+RUNS = [("bpr", "clothing_seq", "paper", 0, "FINISHED", 0.70, 0),
+        ("bpr", "clothing_seq", "paper", 1, "FINISHED", 0.72, 1),
+        ("atrank", "clothing_seq", "paper", 0, "FAILED", np.nan, 2),
+        ("pop", "clothing_seq", "paper", 0, "FINISHED", 0.65, 3),
+        ("pop", "clothing_seq", "paper", 0, "FAILED", np.nan, 9)]      # a later failed re-run of a finished seed
+
+
+def test_cells_layout_failed_absent_and_paper_values():
+    picked = table3.pick_runs(fake_runs(RUNS))
+    assert set(picked["run_id"]) == {"run00", "run01", "run02", "run03"}   # the finished POP run wins
+    md = table3.table3_markdown(table3.summarize_cells(picked))
+    header = row(md, "Model")
+    assert header == ["Model", "Clothe. (clothing_seq): test_auc", "paper", "Δ"]
+    sd = np.std([0.70, 0.72], ddof=1)
+    assert row(md, "BPR") == ["BPR", f"**0.7100** ± {sd:.4f} (n=2)", "0.7061", "+0.0039"]   # best: bold
+    assert row(md, "ATRank") == ["ATRank", "FAILED ×1", "0.7905", "—"]   # failed: never a number
+    assert row(md, "Bi-LSTM") == ["Bi-LSTM", "—", "0.7869", "—"]          # absent
+    assert row(md, "POP") == ["POP", "0.6500 (n=1)", "—", "—"]
+    order = [line.split("|")[1].strip() for line in md.splitlines()[2:]]
+    assert order == ["BPR", "Bi-LSTM", "Bi-LSTM + Attention", "CNN + Max Pooling", "ATRank", "POP"]
+
+
+def test_best_per_column_is_bold_and_partial_failures_are_counted():
+    runs = RUNS[:3] + [("atrank", "clothing_seq", "paper", 1, "FINISHED", 0.80, 4)]
+    md = table3.table3_markdown(table3.summarize_cells(table3.pick_runs(fake_runs(runs))))
+    assert row(md, "ATRank")[1] == "**0.8000** (n=1; 1 FAILED)"
+    assert "**" not in row(md, "BPR")[1]
+
+
+def test_one_table_per_protocol_with_its_label_and_provenance():
+    runs = RUNS[:2] + [("bpr", "clothing_seq", "loo_val", 0, "FINISHED", 0.69, 5)]
+    runs_df = fake_runs(runs)
+    picked = table3.pick_runs(runs_df)
+    md = table3.render_report(picked, runs=runs_df, title="t", metric="test_auc", tracking_uri="sqlite:///x.db",
+                              flt=RunFilter(), column_stats_by_key={}, figures={}, command="report", n_boot=10)
+    assert "## Table 3: test-set selection (as in the paper) (protocol `paper`" in md
+    assert "## Table 3: validation selection (test read once) (protocol `loo_val`" in md
+    assert md.index("protocol `paper`") < md.index("protocol `loo_val`")
+    assert "Which protocol the numbers use:" in md and "`run00`<br>`run01`" in md
+    assert "Budget (every finished run): max_steps=100" in md
+
+
+def test_other_metric_has_no_paper_value():
+    df = fake_runs(RUNS[:2])
+    df["metrics.test_roc_auc"] = [0.75, 0.77]
+    md = table3.table3_markdown(table3.summarize_cells(table3.pick_runs(df), "test_roc_auc"), "test_roc_auc")
+    assert row(md, "BPR")[1:] == [f"**0.7600** ± {np.std([0.75, 0.77], ddof=1):.4f} (n=2)", "—", "—"]
+
+
+def test_column_stats_pairs_users_and_averages_seeds():
+    users = pd.DataFrame({"reviewerID": [f"u{i}" for i in range(400)], "pos": "p", "neg": "n"})
+    rng = np.random.default_rng(0)
+    a0, a1, b0 = (users.assign(correct=(rng.random(400) < r).astype(int)) for r in (0.8, 0.8, 0.6))
+    col = table3.column_stats("x", {"bpr": {"0": a0, "1": a1}, "pop": {"0": b0.iloc[::-1]}}, ["bpr", "pop"],
+                              n_boot=400)
+    assert col.n_users == 400 and col.n_seeds == {"bpr": 2, "pop": 1}
+    assert col.ci["bpr"].estimate == pytest.approx((a0.correct.mean() + a1.correct.mean()) / 2)
+    assert all(c.contains(c.estimate) for c in col.ci.values())
+    assert col.best == "bpr" and col.diff_to_best["pop"].hi < 0
+    assert col.adjacent[0].mcnemar.only_a == int(((a0.correct == 1) & (b0.correct == 0)).sum())
