@@ -1,15 +1,20 @@
-"""Small random Batches for model tests (no data files): right-padded histories exactly as datasets/batches.py."""
+"""Shared pieces of the model tests: small random Batches (no data files; right-padded histories exactly as
+datasets/batches.py), building a model from its yaml, and the generic checks and training loop the tests reuse."""
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from datasets.batch import N_TIME_BUCKETS, Batch
+from models.registry import get_model
 
 N_USERS, N_ITEMS, N_CATEGORIES = 9, 40, 5
+CONF = Path(__file__).resolve().parents[2] / "conf" / "model"
 
 
 def item_categories(n_items: int = N_ITEMS, n_categories: int = N_CATEGORIES, seed: int = 0) -> np.ndarray:
@@ -89,6 +94,60 @@ def row_alone(batch: Batch, i: int) -> Batch:
     n = max(int(batch.lengths[i]), 1)
     return Batch(**{k: None if v is None else (v[i:i + 1, :n] if v.dim() == 2 else v[i:i + 1])
                     for k, v in vars(batch).items()})
+
+
+def build_from_yaml(name: str, seed: int = 0, **overrides):
+    """The registered model `name` built from conf/model/<name>.yaml (params updated by `overrides`), after
+    checking that the yaml names it and declares its train_format."""
+    cfg = yaml.safe_load((CONF / f"{name}.yaml").read_text())
+    assert cfg["name"] == name
+    torch.manual_seed(seed)
+    model = get_model(name)(**shape_kwargs(), **{**(cfg["params"] or {}), **overrides})
+    assert model.train_format == cfg["train_format"]
+    return model
+
+
+@torch.no_grad()
+def assert_padding_invariant(model, batch: Batch, cands: torch.Tensor, atol: float = 1e-6,
+                             rows_alone: bool = True) -> None:
+    """Junk in the padded slots (scramble_padding) and wider padding (extend_padding) change no score and no
+    full_scores entry, and (if rows_alone) each row scored alone, padded to its own length, scores the same."""
+    scores, full = model.score(batch, cands), model.full_scores(batch)
+    for other in (scramble_padding(batch), extend_padding(batch)):
+        assert torch.allclose(model.score(other, cands), scores, atol=atol, rtol=0)
+        assert torch.allclose(model.full_scores(other), full, atol=atol, rtol=0)
+    if rows_alone:
+        for i in range(len(batch)):
+            assert torch.allclose(model.score(row_alone(batch, i), cands[i:i + 1]), scores[i:i + 1], atol=atol, rtol=0)
+
+
+def assert_loss_ignores_padding(model, batch: Batch, seed: int = 5) -> None:
+    """Junk in the padded slots does not change the loss (torch's RNG reset, so that sampled negatives and dropout
+    draws are the same for both)."""
+    torch.manual_seed(seed)
+    loss = model.loss(batch)
+    torch.manual_seed(seed)
+    assert torch.allclose(model.loss(scramble_padding(batch)), loss, atol=1e-6, rtol=0)
+
+
+def fit(model, batch: Batch, opt: torch.optim.Optimizer, steps: int, clip_norm: float | None = None,
+        seed: int | None = None) -> tuple[float, float]:
+    """The loss on `batch` before and after `steps` optimiser steps on it (gradient-norm clip if clip_norm;
+    model.after_step() after every step, as the trainer). With a seed, torch's RNG is reset to it before each of
+    the two measurements, so that models sampling negatives are measured on the same draws."""
+    if seed is not None:
+        torch.manual_seed(seed)
+    first = float(model.loss(batch).detach())
+    for _ in range(steps):
+        opt.zero_grad()
+        model.loss(batch).backward()
+        if clip_norm is not None:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), clip_norm)
+        opt.step()
+        model.after_step()
+    if seed is not None:
+        torch.manual_seed(seed)
+    return first, float(model.loss(batch).detach())
 
 
 @pytest.fixture

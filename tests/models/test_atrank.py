@@ -1,4 +1,4 @@
-"""ATRank specifics: time one-hot variants, behaviour groups, attention masks, the reference's L2."""
+"""ATRank specifics: time one-hot variants, behaviour groups, attention masks, the reference's L2, a planted fit."""
 from __future__ import annotations
 
 from dataclasses import replace
@@ -7,7 +7,7 @@ import torch
 
 from models.atrank import ATRank
 from models.layers import MultiHeadAttention
-from tests.models.helpers import planted_batch, random_batch, random_candidates, shape_kwargs
+from tests.models.helpers import fit, planted_batch, random_batch, random_candidates, shape_kwargs
 from tests.models.helpers import one_thread  # noqa: F401
 import pytest
 
@@ -69,11 +69,5 @@ def test_loss_is_bce_plus_reference_l2():
 
 def test_a_few_sgd_steps_learn_a_planted_rule():
     model = make().train()
-    batch = planted_batch(n_rows=64)
-    opt = torch.optim.SGD(model.parameters(), lr=0.5)
-    first = model.loss(batch).item()
-    for _ in range(60):
-        opt.zero_grad()
-        model.loss(batch).backward()
-        opt.step()
-    assert model.loss(batch).item() < 0.7 * first
+    first, last = fit(model, planted_batch(n_rows=64), torch.optim.SGD(model.parameters(), lr=0.5), steps=60)
+    assert last < 0.7 * first

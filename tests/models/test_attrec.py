@@ -1,19 +1,15 @@
-"""AttRec: the paper's formula on single rows, interface shapes, padding never leaks, hinge and unit-ball clipping."""
+"""AttRec specifics: the yaml's paper settings, the paper's formula on single rows, L2 loss ignores padding, windows
+of length-1 histories, hinge cases, unit-ball clipping after a step, fitting next items."""
 from __future__ import annotations
-
-from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
 from models.attrec import AttRec
-from models.registry import get_model
-from tests.models.helpers import (N_ITEMS, extend_padding, random_batch, random_candidates, row_alone,
-                                  scramble_padding, shape_kwargs)
+from tests.models.helpers import (N_ITEMS, assert_loss_ignores_padding, build_from_yaml, fit, random_batch,
+                                  random_candidates, shape_kwargs)
 from tests.models.helpers import one_thread  # noqa: F401  (a fixture, used through pytestmark)
 
-CONF = Path(__file__).resolve().parents[2] / "conf" / "model" / "attrec.yaml"
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: 1 thread is far faster on a shared CPU
 
 
@@ -39,10 +35,8 @@ def naive_score(model: AttRec, hist: list[int], user: int, item: int) -> float:
     return -float(y)
 
 
-def test_registered_and_yaml_builds():
-    cfg = yaml.safe_load(CONF.read_text())
-    assert get_model(cfg["name"]) is AttRec and cfg["train_format"] == AttRec.train_format == "sequence"
-    model = AttRec(**shape_kwargs(), **cfg["params"])
+def test_yaml_has_the_papers_settings():
+    model = build_from_yaml("attrec")
     assert (model.L, model.T, model.w, model.gamma) == (5, 3, 0.3, 0.5)
 
 
@@ -58,45 +52,13 @@ def test_score_matches_the_papers_formula():
             assert scores[b, c].item() == pytest.approx(expected, abs=1e-5)
 
 
-def test_shapes_and_full_scores_agree_with_score():
-    model, batch = make_model(), random_batch()
-    loss = model.train().loss(batch)
-    assert loss.shape == () and torch.isfinite(loss) and loss.requires_grad
-    model.eval()
-    assert model.score(batch, random_candidates(batch)).shape == (4, 5)
-    full = model.full_scores(batch)
-    assert full.shape == (4, N_ITEMS)
-    assert torch.allclose(full, model.score(batch, torch.arange(N_ITEMS).expand(4, -1)), atol=1e-5)
-
-
-def test_padding_never_changes_scores_or_loss():
-    model, batch = make_model(), random_batch([3, 1, 6, 4])
-    cands = random_candidates(batch)
-    scores = model.score(batch, cands)
-    for other in (scramble_padding(batch), extend_padding(batch)):
-        assert torch.allclose(scores, model.score(other, cands), atol=1e-6, rtol=0)
-        assert torch.allclose(model.full_scores(batch), model.full_scores(other), atol=1e-5, rtol=0)
-    for i in range(len(batch)):
-        assert torch.allclose(scores[i], model.score(row_alone(batch, i), cands[i:i + 1])[0], atol=1e-6, rtol=0)
-    for m in (model, make_model(l2=0.1)):
-        torch.manual_seed(5)
-        loss = m.loss(batch)
-        torch.manual_seed(5)
-        assert torch.allclose(loss, m.loss(scramble_padding(batch)), atol=1e-6, rtol=0)
-
-
-def test_one_candidate_equals_its_column():
-    model, batch = make_model(), random_batch()
-    cands = random_candidates(batch)
-    many = model.score(batch, cands)
-    for c in range(cands.shape[1]):
-        assert torch.allclose(model.score(batch, cands[:, c:c + 1])[:, 0], many[:, c], atol=1e-6, rtol=0)
+def test_l2_loss_ignores_padding():
+    """The L2 term covers only the rows a window uses, never padded slots."""
+    assert_loss_ignores_padding(make_model(l2=0.1), random_batch([3, 1, 6, 4]))
 
 
 def test_length_one_histories():
     model, batch = make_model(), random_batch([1, 1, 1])
-    scores = model.score(batch, random_candidates(batch))
-    assert torch.isfinite(scores).all()
     loss = model.train().loss(batch)  # no window: a zero loss that still back-propagates
     assert float(loss.detach()) == 0.0 and loss.requires_grad
     loss = model.loss(random_batch([2, 1]))  # one window whose history is a single item
@@ -156,13 +118,5 @@ def test_fits_next_items():
     """A few Adam steps on a batch of sequences lower the hinge."""
     model = make_model(dim=16).train()
     batch = random_batch([6, 5, 6, 4, 6, 3], seed=4)
-    opt = torch.optim.Adam(model.parameters(), lr=0.05)
-    torch.manual_seed(0)
-    first = float(model.loss(batch).detach())
-    for _ in range(50):
-        opt.zero_grad()
-        model.loss(batch).backward()
-        opt.step()
-        model.after_step()
-    torch.manual_seed(0)
-    assert float(model.loss(batch).detach()) < 0.5 * first
+    first, last = fit(model, batch, torch.optim.Adam(model.parameters(), lr=0.05), steps=50, seed=0)
+    assert last < 0.5 * first

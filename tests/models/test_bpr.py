@@ -1,4 +1,4 @@
-"""BPR: the reference's loss, written out, and a user-only score."""
+"""BPR specifics: the reference's loss, written out, and a user-only score (exactly equal under padding junk)."""
 from __future__ import annotations
 
 import torch

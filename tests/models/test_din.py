@@ -1,14 +1,13 @@
-"""DIN: interface shapes, padding never leaks (train and eval Dice), candidates consistent, Dice, a tiny fit."""
+"""DIN specifics: the split first layer equals the paper's concat MLP, padding never leaks with a trained-like Dice
+state (also in training mode), Dice and PReLU by their formulas, a small model learns a planted rule."""
 from __future__ import annotations
 
 import pytest
 import torch
 
 from models.din import DIN, Dice
-from models.registry import get_model
-from tests.models.helpers import (N_ITEMS, extend_padding, one_thread, planted_batch, random_batch,  # noqa: F401
-                                  random_candidates, row_alone, scramble_padding, shape_kwargs)
-
+from tests.models.helpers import (assert_padding_invariant, fit, one_thread, planted_batch, random_batch,  # noqa: F401
+                                  random_candidates, shape_kwargs)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -24,23 +23,6 @@ def make_model(activation: str = "dice", seed: int = 0) -> DIN:
                 module.running_mean.normal_(0.0, 0.2)
                 module.running_var.uniform_(0.5, 2.0)
     return model.eval()
-
-
-def test_registered():
-    assert get_model("din") is DIN
-
-
-@pytest.mark.parametrize("activation", ["dice", "prelu"])
-def test_shapes_and_full_scores_agree_with_score(activation):
-    model, batch = make_model(activation), random_batch()
-    loss = model.train().loss(batch)
-    assert loss.shape == () and torch.isfinite(loss)
-    model.eval()
-    assert model.score(batch, random_candidates(batch)).shape == (4, 5)
-    full = model.full_scores(batch, chunk=7)  # several chunks, the last one short
-    assert full.shape == (4, N_ITEMS)
-    assert torch.allclose(full, model.score(batch, torch.arange(N_ITEMS).expand(4, -1)), atol=1e-5)
-    assert torch.allclose(model.full_scores(batch), full, atol=1e-5)  # the automatic chunk size
 
 
 def test_attention_unit_equals_the_plain_concat_mlp():
@@ -60,24 +42,10 @@ def test_attention_unit_equals_the_plain_concat_mlp():
 
 @pytest.mark.parametrize("training", [False, True])
 def test_padding_never_changes_scores(training):
-    """Also in training mode: Dice's batch statistics use the real history slots only."""
+    """Also in training mode: Dice's batch statistics use the real history slots only. A row alone is compared in
+    eval mode only: batch statistics make a row's training-mode score depend on its batch, as batch norm."""
     model, batch = make_model().train(training), random_batch([3, 1, 6, 4])
-    cands = random_candidates(batch)
-    scores = model.score(batch, cands)
-    assert torch.allclose(scores, model.score(scramble_padding(batch), cands), atol=1e-6, rtol=0)
-    assert torch.allclose(scores, model.score(extend_padding(batch), cands), atol=1e-6, rtol=0)
-    if not training:  # batch statistics make a row's training-mode score depend on its batch, as batch norm
-        for i in range(len(batch)):
-            alone = model.score(row_alone(batch, i), cands[i:i + 1])[0]
-            assert torch.allclose(scores[i], alone, atol=1e-6, rtol=0)
-
-
-def test_one_candidate_equals_its_column():
-    model, batch = make_model(), random_batch()
-    cands = random_candidates(batch)
-    many = model.score(batch, cands)
-    for c in range(cands.shape[1]):
-        assert torch.allclose(model.score(batch, cands[:, c:c + 1])[:, 0], many[:, c], atol=1e-6, rtol=0)
+    assert_padding_invariant(model, batch, random_candidates(batch), atol=1e-6, rows_alone=not training)
 
 
 def test_dice():
@@ -100,23 +68,8 @@ def test_dice():
     assert torch.allclose(prelu(x), torch.where(x > 0, x, 0.25 * x))
 
 
-def test_length_one_and_zero_histories():
-    model = make_model()
-    for lengths in ([1], [1, 1], [0, 2]):
-        batch = random_batch(lengths)
-        assert torch.isfinite(model.score(batch, random_candidates(batch))).all()
-        assert torch.isfinite(model.train().loss(batch))
-        model.eval()
-
-
 @pytest.mark.parametrize("activation", ["dice", "prelu"])
 def test_sgd_reduces_loss(activation):
-    model, batch = make_model(activation).train(), planted_batch()
-    opt = torch.optim.SGD(model.parameters(), lr=0.5)
-    first = model.loss(batch).item()
-    for _ in range(30):
-        opt.zero_grad()
-        model.loss(batch).backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-        opt.step()
-    assert model.loss(batch).item() < first - 0.1
+    model = make_model(activation).train()
+    first, last = fit(model, planted_batch(), torch.optim.SGD(model.parameters(), lr=0.5), steps=30, clip_norm=5.0)
+    assert last < first - 0.1

@@ -1,20 +1,16 @@
-"""SASRec: interface shapes, causality, padding never leaks, truncation to max_len, a tiny fit."""
+"""SASRec specifics: the yaml's paper settings, causality, length-1 histories give no transition, truncation to
+max_len, negatives avoid the user's items, fitting next items."""
 from __future__ import annotations
 
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
-from models.registry import get_model
 from models.sasrec import SASRec
-from tests.models.helpers import (N_ITEMS, extend_padding, random_batch, random_candidates, row_alone,
-                                  scramble_padding, shape_kwargs)
+from tests.models.helpers import N_ITEMS, build_from_yaml, fit, random_batch, random_candidates, shape_kwargs
 from tests.models.helpers import one_thread  # noqa: F401  (a fixture, used through pytestmark)
 
-CONF = Path(__file__).resolve().parents[2] / "conf" / "model" / "sasrec.yaml"
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: 1 thread is far faster on a shared CPU
 
 
@@ -23,22 +19,9 @@ def make_model(seed: int = 0, **kw) -> SASRec:
     return SASRec(**shape_kwargs(), **{"dim": 8, "n_blocks": 2, "n_heads": 2, "max_len": 10, **kw}).eval()
 
 
-def test_registered_and_yaml_builds():
-    cfg = yaml.safe_load(CONF.read_text())
-    assert get_model(cfg["name"]) is SASRec and cfg["train_format"] == SASRec.train_format == "sequence"
-    model = SASRec(**shape_kwargs(), **cfg["params"])
+def test_yaml_has_the_papers_settings():
+    model = build_from_yaml("sasrec")
     assert (model.max_len, len(model.blocks), model.dim) == (50, 2, 64)
-
-
-def test_shapes_and_full_scores_agree_with_score():
-    model, batch = make_model(), random_batch()
-    loss = model.train().loss(batch)
-    assert loss.shape == () and torch.isfinite(loss) and loss.requires_grad
-    model.eval()
-    assert model.score(batch, random_candidates(batch)).shape == (4, 5)
-    full = model.full_scores(batch)
-    assert full.shape == (4, N_ITEMS)
-    assert torch.allclose(full, model.score(batch, torch.arange(N_ITEMS).expand(4, -1)), atol=1e-5)
 
 
 def test_causal_outputs_ignore_later_items():
@@ -54,32 +37,8 @@ def test_causal_outputs_ignore_later_items():
         assert not torch.allclose(model.encode(changed, mask)[0, t + 1:], out[0, t + 1:])
 
 
-def test_padding_never_changes_scores_or_loss():
-    model, batch = make_model(), random_batch([3, 1, 6, 4])
-    cands = random_candidates(batch)
-    scores = model.score(batch, cands)
-    for other in (scramble_padding(batch), extend_padding(batch)):
-        assert torch.allclose(scores, model.score(other, cands), atol=1e-6, rtol=0)
-        assert torch.allclose(model.full_scores(batch), model.full_scores(other), atol=1e-5, rtol=0)
-    for i in range(len(batch)):
-        assert torch.allclose(scores[i], model.score(row_alone(batch, i), cands[i:i + 1])[0], atol=1e-6, rtol=0)
-    torch.manual_seed(5)
-    loss = model.loss(batch)
-    torch.manual_seed(5)
-    assert torch.allclose(loss, model.loss(scramble_padding(batch)), atol=1e-6, rtol=0)
-
-
-def test_one_candidate_equals_its_column():
-    model, batch = make_model(), random_batch()
-    cands = random_candidates(batch)
-    many = model.score(batch, cands)
-    for c in range(cands.shape[1]):
-        assert torch.allclose(model.score(batch, cands[:, c:c + 1])[:, 0], many[:, c], atol=1e-6, rtol=0)
-
-
 def test_length_one_histories():
     model, batch = make_model(), random_batch([1, 1, 1])
-    assert torch.isfinite(model.score(batch, random_candidates(batch))).all()
     loss = model.train().loss(batch)  # no transition: a zero loss that still back-propagates
     assert float(loss.detach()) == 0.0 and loss.requires_grad
     loss = model.loss(random_batch([2, 1]))
@@ -110,12 +69,5 @@ def test_negatives_avoid_the_users_items():
 def test_fits_next_items():
     model = make_model(dim=16, dropout=0.0).train()
     batch = random_batch([8, 6, 8, 5], seed=4)
-    opt = torch.optim.Adam(model.parameters(), lr=0.02)
-    torch.manual_seed(0)
-    first = float(model.loss(batch).detach())
-    for _ in range(60):
-        opt.zero_grad()
-        model.loss(batch).backward()
-        opt.step()
-    torch.manual_seed(0)
-    assert float(model.loss(batch).detach()) < 0.5 * first
+    first, last = fit(model, batch, torch.optim.Adam(model.parameters(), lr=0.02), steps=60, seed=0)
+    assert last < 0.5 * first
