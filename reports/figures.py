@@ -1,4 +1,5 @@
-"""The report's PNGs (matplotlib, Agg): AUC vs training step, AUC with 95% CIs against the paper, throughput.
+"""The report's PNGs (matplotlib, Agg): AUC vs training step, AUC with 95% CIs against the paper, throughput, and
+the optimism diagnostic (validation and test AUC along training).
 
 Inputs are the DataFrames reports/table3.py builds from MLflow; nothing here queries MLflow or trains.
 """
@@ -159,6 +160,56 @@ def throughput_figure(picked: pd.DataFrame, path: Path) -> Path | None:
         ax.set_title(f"{d}" + (f" ({threads} torch thread(s))" if threads else ""))
         ax.grid(axis="x", alpha=0.3)
     fig.suptitle("Training throughput (shared CPU: compare within a report only)")
+    fig.tight_layout()
+    fig.savefig(path, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def optimism_figure(picked: pd.DataFrame, curves: pd.DataFrame | None, path: Path) -> Path | None:
+    """DIAGNOSTIC (protocol=optimism): per model, validation and test AUC along training (one line per seed), the
+    validation-selected evaluation (circle) and the best test AUC seen (star): their vertical gap is the optimism."""
+    opt = picked[(picked["protocol"] == "optimism") & (picked["status"] == "FINISHED")]
+    if opt.empty or curves is None or curves.empty:
+        return None
+    panels = [(d, m) for d in dataset_order(opt.drop_duplicates("dataset"))
+              for m in model_order(set(opt[opt["dataset"] == d]["model"])) if m in set(opt[opt["dataset"] == d]["model"])]
+    fig, axes = _grid(len(panels), 4.0, 3.3, max_cols=4)
+    handles: dict[str, object] = {}
+    for ax, (d, m) in zip(axes, panels):
+        runs = opt[(opt["dataset"] == d) & (opt["model"] == m)]
+        for _, r in runs.iterrows():
+            c = curves[curves["run_id"] == r["run_id"]]
+            t = c[c["key"] == "curve/test_auc"].sort_values("step")
+            v = c[c["key"] == "curve/valid_auc"].sort_values("step")
+            if len(v):
+                (handles["validation AUC"],) = ax.plot(v["step"], v["value"], ls="--", color="gray", lw=1.3,
+                                                        marker="o" if len(v) < 15 else None, ms=2.5)
+            if len(t):
+                (handles["test AUC"],) = ax.plot(t["step"], t["value"], color=model_color(m), lw=1.8,
+                                                  marker="o" if len(t) < 15 else None, ms=2.5)
+                at = t[t["step"] == r.get("metrics.best_step")]
+                if len(at):
+                    (handles["test AUC at the validation-selected step"],) = ax.plot(
+                        at["step"].iloc[0], at["value"].iloc[0], "o", ms=10, mfc="none", mec="black", mew=1.5)
+                i = int(np.argmax(t["value"].to_numpy()))
+                (handles["best test AUC seen (test-set selection)"],) = ax.plot(
+                    t["step"].iloc[i], t["value"].iloc[i], "*", ms=11, color="black")
+        o = runs["metrics.optimism"].dropna() if "metrics.optimism" in runs else pd.Series(dtype=float)
+        ax.set_title(f"{_label(m)} ({d})\noptimism " + (f"{o.mean():+.4f}" if len(o) else "not logged")
+                     + (f" (mean of {len(o)} seeds)" if len(o) > 1 else ""), fontsize=10)
+        ax.set_xlabel("optimiser step")
+        ax.set_ylabel("AUC (per-user)")
+        ax.grid(alpha=0.3)
+    if handles:
+        from matplotlib.lines import Line2D
+
+        if "test AUC" in handles:   # the panels colour test AUC by model; the legend shows a neutral line
+            handles["test AUC"] = Line2D([], [], color="black", lw=1.8, label="test AUC (colour: model)")
+        names = [("test AUC (colour: model)" if k == "test AUC" else k) for k in handles]
+        fig.legend(list(handles.values()), names, loc="upper center", bbox_to_anchor=(0.5, 0.0),
+                   ncol=2, frameon=False)
+    fig.suptitle("DIAGNOSTIC (protocol=optimism, not a headline number): test AUC tracked along training")
     fig.tight_layout()
     fig.savefig(path, bbox_inches="tight")
     plt.close(fig)

@@ -11,6 +11,8 @@ Choices, stated once:
 - A cell is mean +- sd (ddof=1) over the seeds that finished; failed seeds are counted, never averaged.
 - Intervals bootstrap USERS; with several seeds a user's outcome is averaged over that model's seeds first, so the
   interval measures test-user sampling for these seeds (seed spread is the table's sd).
+- Diagnostic protocols (`optimism`: test tracked along training) never get a Table 3 nor intervals: their runs only
+  feed the section "Optimism of test-set selection (diagnostic)". Metrics a run did not log show as a dash.
 """
 from __future__ import annotations
 
@@ -46,7 +48,8 @@ PAIR_KEYS = ["reviewerID", "pos", "neg"]   # a user's test pair; models are pair
 TAGS = ("model", "dataset", "protocol", "protocol_label", "seed", "recipe", "paper_column", "git_commit", "git_dirty",
         "data_hash", "split_hash", "config_hash", "sweep_dir", "error", "mlflow.runName")
 PARAMS = ("trainer.max_steps", "trainer.eval_every", "trainer.epochs", "model.epochs", "model.name", "dataset.name",
-          "protocol.name", "seed")
+          "protocol.name", "protocol.eval_negatives", "protocol.eval_negatives_kind", "protocol.full_ranking_users",
+          "seed")
 KEY_METRICS = ("test_auc", "test_roc_auc", "best_step", "steps", "epochs_done", "train_seconds", "examples_per_s",
                "wall_time_s", "n_test_users")
 GROUP = ["protocol", "recipe", "dataset", "model"]
@@ -386,6 +389,322 @@ def significance_markdown(col: ColumnStats, title: str) -> str:
     return "\n".join(lines)
 
 
+# ------------------------------------------------------- selection and metric honesty (pure; issue #9, items 4-5)
+DIAGNOSTIC_PROTOCOLS = ("optimism",)     # never a Table 3 table, only their own clearly labelled section
+OPTIMISM_COLUMNS = (("test_auc_at_test_best", "test AUC at the test-selected step"),
+                    ("test_auc", "test AUC at the validation-selected step"),
+                    ("optimism", "difference"))
+RANK_METRICS = ("test_auc", "test_sampled_ndcg_10", "test_full_ndcg_10")      # the rankings compared
+EXTRA_AGREEMENT_METRICS = ("test_gauc", "test_full_hr_10", "test_full_mrr")    # shown when logged
+METRIC_HELP = {
+    "test_auc": "the paper's AUC: the test item against 1 frozen negative per user",
+    "test_gauc": "AUC of the test item against the user's K sampled negatives (ties count ½)",
+    "test_sampled_ndcg_10": "NDCG@10 of the test item among itself and the K sampled negatives",
+    "test_full_ndcg_10": "NDCG@10 of the test item in the whole catalogue (the user's history items excluded)",
+    "test_full_hr_10": "hit rate @10 in the whole catalogue",
+    "test_full_mrr": "mean reciprocal rank in the whole catalogue",
+}
+
+
+def headline_groups(cells: pd.DataFrame) -> list[tuple[str, str]]:
+    """table_groups without the diagnostic protocols: the (protocol, recipe) pairs that get a Table 3."""
+    return [g for g in table_groups(cells) if g[0] not in DIAGNOSTIC_PROTOCOLS]
+
+
+def wide_cells(picked: pd.DataFrame, metrics: tuple[str, ...]) -> pd.DataFrame:
+    """summarize_cells for several metrics at once: one row per (protocol, recipe, dataset, model) with
+    `<metric>:mean`, `<metric>:sd`, `<metric>:n` (n = finished seeds that logged the metric; a metric no run logged
+    has n = 0, never a value) and n_finished."""
+    base = None
+    for m in metrics:
+        c = summarize_cells(picked, m).rename(columns={"mean": f"{m}:mean", "sd": f"{m}:sd", "n": f"{m}:n"})
+        base = c if base is None else base.merge(c[GROUP + [f"{m}:mean", f"{m}:sd", f"{m}:n"]], on=GROUP)
+    if base is None or base.empty:
+        return pd.DataFrame(columns=GROUP + ["n_finished"])
+    base["n_finished"] = [sum(s == "FINISHED" for s in st) for st in base["statuses"]]
+    return base
+
+
+def _cell(row: pd.Series | dict, metric: str) -> dict:
+    return {"mean": row[f"{metric}:mean"], "sd": row[f"{metric}:sd"], "n": row[f"{metric}:n"],
+            "n_failed": row["n_failed"], "statuses": row["statuses"]}
+
+
+def format_cell(row: pd.Series | dict | None, metric: str) -> str:
+    """format_measured of one metric of a wide row; finished runs that did not log the metric give a dash."""
+    if row is None:
+        return DASH
+    cell = _cell(row, metric)
+    if cell["n"] == 0 and not cell["n_failed"] and all(s == "FINISHED" for s in cell["statuses"]):
+        return DASH
+    return format_measured(cell)
+
+
+def format_value(row: pd.Series | dict, metric: str) -> str:
+    """Compact: '0.6174', '0.6174 ± 0.0021', '0.6174 (n=1)' when fewer seeds logged it than finished; dash if none."""
+    c = _cell(row, metric)
+    if c["n"] == 0:
+        return DASH
+    sd = f" ± {c['sd']:.4f}" if c["n"] > 1 else ""
+    return f"{c['mean']:.4f}{sd}" + (f" (n={c['n']})" if c["n"] != row["n_finished"] else "")
+
+
+def _seeds_text(row: pd.Series | dict) -> str:
+    other = sorted({s for s in row["statuses"] if s not in ("FINISHED", "FAILED")})
+    return ", ".join([str(row["n_finished"])] + ([f"{row['n_failed']} FAILED"] if row["n_failed"] else []) + other)
+
+
+def selected_steps(picked: pd.DataFrame, curves: pd.DataFrame | None) -> dict[str, tuple[float, float | None]]:
+    """run id -> (validation-selected step = metrics.best_step, test-selected step = first argmax of
+    curve/test_auc, or None without that curve)."""
+    out = {}
+    for _, r in picked.iterrows():
+        test_step = None
+        if curves is not None and len(curves):
+            t = curves[(curves["run_id"] == r["run_id"]) & (curves["key"] == "curve/test_auc")].sort_values("step")
+            if len(t):
+                test_step = float(t["step"].iloc[int(np.argmax(t["value"].to_numpy()))])
+        out[r["run_id"]] = (r.get("metrics.best_step", math.nan), test_step)
+    return out
+
+
+def optimism_cells(picked: pd.DataFrame) -> pd.DataFrame:
+    """The optimism runs' three numbers per (recipe, dataset, model), as wide cells over finished seeds."""
+    return wide_cells(picked[picked["protocol"].isin(DIAGNOSTIC_PROTOCOLS)], tuple(m for m, _ in OPTIMISM_COLUMNS))
+
+
+def optimism_vs_loo_val(picked: pd.DataFrame) -> pd.DataFrame:
+    """Cross-check: an optimism run and the loo_val run of the same (recipe, dataset, model, seed) share split and
+    selection, so their test_auc should agree. Rows: recipe, dataset, model, seed, optimism, loo_val, diff."""
+    cols = ["recipe", "dataset", "model", "seed", "optimism", "loo_val", "diff"]
+    done = picked[(picked["status"] == "FINISHED") & picked["metrics.test_auc"].notna()]
+    key = ["recipe", "dataset", "model", "seed"]
+    a = done[done["protocol"] == "optimism"][key + ["metrics.test_auc"]].rename(columns={"metrics.test_auc": "optimism"})
+    b = done[done["protocol"] == "loo_val"][key + ["metrics.test_auc"]].rename(columns={"metrics.test_auc": "loo_val"})
+    both = a.merge(b, on=key)
+    return both.assign(diff=both["optimism"] - both["loo_val"])[cols] if len(both) else pd.DataFrame(columns=cols)
+
+
+def _dataset_blocks(cells: pd.DataFrame) -> list[tuple[str, str, pd.DataFrame]]:
+    """(recipe, dataset, its rows in model order) for the table blocks of the selection sections."""
+    out = []
+    for recipe in sorted(set(cells["recipe"]), key=lambda r: (r != "default", r)):
+        sub = cells[cells["recipe"] == recipe]
+        for d in dataset_order(sub):
+            rows = sub[sub["dataset"] == d]
+            order = {m: i for i, m in enumerate(model_order(set(rows["model"])))}
+            out.append((recipe, d, rows.assign(_o=rows["model"].map(order)).sort_values("_o").drop(columns="_o")))
+    return out
+
+
+def _block_title(recipe: str, dataset: str, paper_column: str | None, n_recipes: int) -> str:
+    title = column_title(dataset, paper_column_of(dataset, paper_column))
+    return f"**{title}**" + (f", recipe `{recipe}`" if n_recipes > 1 or recipe != "default" else "")
+
+
+def _step(x) -> str:
+    return DASH if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.0f}"
+
+
+def optimism_markdown(picked: pd.DataFrame, curves: pd.DataFrame | None = None) -> str:
+    """The diagnostic section's body: per (recipe, dataset) a table of the optimism runs, then a cross-check."""
+    opt_runs = picked[picked["protocol"].isin(DIAGNOSTIC_PROTOCOLS)]
+    cells = optimism_cells(picked)
+    if cells.empty:
+        return "No optimism runs match these filters."
+    steps = selected_steps(opt_runs[opt_runs["status"] == "FINISHED"], curves)
+    label = opt_runs["protocol_label"].iloc[0] or "diagnostic"
+    every = sorted(set(opt_runs["params.trainer.eval_every"].dropna().astype(str)) - {"", "None"})
+    lines = [f"> **DIAGNOSTIC, not a headline number.** Protocol `optimism` ({label}): the `loo_val` split and "
+             "selection on validation, but the test set is also evaluated at every evaluation"
+             + (f" (every {', '.join(every)} steps)" if every else "") + ". *Test-selected* = the best test AUC seen "
+             "along training (`test_auc_at_test_best`) = what the paper's test-set selection would report on this "
+             "split; *validation-selected* = the test AUC of the weights validation picks (`test_auc`, the honest "
+             "number); optimism = their difference (logged as `optimism`, ≥ 0 by construction). These runs appear "
+             "in no Table 3 above.", "",
+             "Cells: mean ± sd over finished seeds (n); " + DASH + " = not logged. Steps: the evaluation each "
+             "selection picked, per seed (validation / test; from `best_step` and the `curve/test_auc` history)."]
+    n_recipes = len(set(cells["recipe"]))
+    all_same, all_final = True, True
+    for recipe, d, rows in _dataset_blocks(cells):
+        lines += ["", _block_title(recipe, d, rows["paper_column"].iloc[0], n_recipes), "",
+                  "| Model | " + " | ".join(f"{t} (`{m}`)" for m, t in OPTIMISM_COLUMNS)
+                  + " | selected step, validation / test |", "|---|---:|---:|---:|---|"]
+        for _, r in rows.iterrows():
+            per_seed = []
+            for seed, rid, st in zip(r["seeds"], r["run_ids"], r["statuses"]):
+                if rid in steps:
+                    v, t = steps[rid]
+                    per_seed.append(f"seed {seed}: {_step(v)} / {_step(t)}")
+                    all_same &= t is not None and v == t
+                    run = opt_runs[opt_runs["run_id"] == rid].iloc[0]
+                    all_final &= v == run.get("metrics.steps", math.nan)
+            lines.append(f"| {MODEL_LABELS.get(r['model'], r['model'])} | "
+                         + " | ".join(format_cell(r, m) for m, _ in OPTIMISM_COLUMNS)
+                         + f" | {'; '.join(per_seed) or DASH} |")
+    have = cells[cells["optimism:n"] > 0]
+    if len(have):
+        lo, hi = have["optimism:mean"].min(), have["optimism:mean"].max()
+        lines += ["", (f"Across {len(have)} model/dataset cell(s) with a value: optimism from {lo:+.4f} to {hi:+.4f} "
+                  f"(mean {have['optimism:mean'].mean():+.4f}).")]
+        if all_same and hi == 0:
+            lines[-1] += (" Every run's two selections picked the same evaluation"
+                          + (", the last one (both curves were at their best at the end of training)" if all_final else "")
+                          + ", so the optimism is exactly 0 here: this budget cannot measure it, which is no evidence "
+                          "that test-set selection is harmless at the paper's budget.")
+    check = optimism_vs_loo_val(picked)
+    if len(check):
+        worst = check.loc[check["diff"].abs().idxmax()]
+        same = int((check["diff"].abs() < 5e-5).sum())
+        lines += ["", (f"Cross-check: the validation-selected test AUC of an optimism run should equal the `loo_val` "
+                  f"run's test_auc for the same model and seed (same split, same selection): equal to 4 decimals for "
+                  f"{same} of {len(check)} pair(s); largest |difference| {abs(worst['diff']):.6f} "
+                  f"({MODEL_LABELS.get(worst['model'], worst['model'])}, seed {worst['seed']}).")]
+    return "\n".join(lines)
+
+
+def selection_comparison(picked: pd.DataFrame) -> pd.DataFrame:
+    """test_auc per (recipe, dataset, model) that has both a `paper` and a `loo_val` cell, side by side: wide cells
+    with `paper:*` and `loo_val:*` columns and diff = paper − loo_val (NaN unless both have a value)."""
+    cells = wide_cells(picked[picked["protocol"].isin(("paper", "loo_val"))], (PAPER_METRIC,))
+    key = ["recipe", "dataset", "model"]
+    cols = key + ["paper_column"] + [f"{p}:{c}" for p in ("paper", "loo_val")
+                                     for c in ("mean", "sd", "n", "n_failed", "statuses", "n_finished")] + ["diff"]
+    if cells.empty:
+        return pd.DataFrame(columns=cols)
+    keep = ["mean", "sd", "n", "n_failed", "statuses", "n_finished"]
+    sides = []
+    for p in ("paper", "loo_val"):
+        s = cells[cells["protocol"] == p].rename(columns={f"{PAPER_METRIC}:{c}": c for c in ("mean", "sd", "n")})
+        sides.append(s[key + ["paper_column"] * (p == "paper") + keep].rename(columns={c: f"{p}:{c}" for c in keep}))
+    both = sides[0].merge(sides[1], on=key)
+    ok = (both["paper:n"] > 0) & (both["loo_val:n"] > 0)
+    both["diff"] = np.where(ok, both["paper:mean"] - both["loo_val:mean"], np.nan)
+    return both[cols].reset_index(drop=True)
+
+
+def selection_comparison_markdown(cmp: pd.DataFrame) -> str:
+    def side(r: pd.Series, p: str) -> str:
+        cell = {"mean": r[f"{p}:mean"], "sd": r[f"{p}:sd"], "n": r[f"{p}:n"], "n_failed": r[f"{p}:n_failed"],
+                "statuses": r[f"{p}:statuses"]}
+        return DASH if cell["n"] == 0 and not cell["n_failed"] and set(cell["statuses"]) <= {"FINISHED"} \
+            else format_measured(cell)
+    lines = [("`test_auc` per model under both protocols (mean ± sd over finished seeds, n). Both test each user's "
+             "last item, but `paper` selects the checkpoint with the best TEST AUC and trains on one more item per "
+             "user (no validation item held out), while `loo_val` selects on validation and reads test once; so "
+             "paper − loo_val mixes selection optimism with that extra training item (the optimism diagnostic, "
+             "when present, isolates the selection part on one split).")]
+    n_recipes = len(set(cmp["recipe"]))
+    for recipe, d, rows in _dataset_blocks(cmp):
+        lines += ["", _block_title(recipe, d, rows["paper_column"].iloc[0], n_recipes), "",
+                  "| Model | paper (test-set selection) | loo_val (validation selection) | paper − loo_val |",
+                  "|---|---:|---:|---:|"]
+        for _, r in rows.iterrows():
+            lines.append(f"| {MODEL_LABELS.get(r['model'], r['model'])} | {side(r, 'paper')} | {side(r, 'loo_val')} "
+                         f"| {_num(r['diff'], '{:+.4f}')} |")
+    return "\n".join(lines)
+
+
+def _ranking(values: dict[str, float], order: list[str]) -> list[list[str]]:
+    """Models best first, exact ties grouped."""
+    ranked: list[list[str]] = []
+    for m in sorted(values, key=lambda m: (-values[m], order.index(m))):
+        if ranked and values[ranked[-1][0]] == values[m]:
+            ranked[-1].append(m)
+        else:
+            ranked.append([m])
+    return ranked
+
+
+def metric_agreement(cells: pd.DataFrame, metrics: tuple[str, ...] = RANK_METRICS) -> list[dict]:
+    """Per dataset of one group's wide cells (see wide_cells): each metric's model ranking (models that logged it,
+    best first, ties grouped; rank = 1 + models strictly better), Kendall's tau-b between every pair of metrics
+    over the models that logged both (nan for fewer than 2 models) and, per metric, the models with a finished run
+    that did not log it."""
+    out = []
+    for d in dataset_order(cells):
+        sub = cells[cells["dataset"] == d]
+        order = model_order(set(sub["model"]))
+        values = {m: {r["model"]: float(r[f"{m}:mean"]) for _, r in sub.iterrows() if r[f"{m}:n"] > 0}
+                  for m in metrics}
+        rankings = {m: _ranking(values[m], order) for m in metrics}
+        ranks = {m: {x: 1 + sum(v > values[m][x] for v in values[m].values()) for x in values[m]} for m in metrics}
+        taus = []
+        for i, a in enumerate(metrics):
+            for b in metrics[i + 1:]:
+                common = [x for x in order if x in values[a] and x in values[b]]
+                tau, p = stats.kendall_tau(np.array([values[a][x] for x in common]),
+                                           np.array([values[b][x] for x in common]))
+                taus.append({"a": a, "b": b, "n": len(common), "tau": tau, "p": p})
+        finished = set(sub[sub["n_finished"] > 0]["model"]) if "n_finished" in sub else set(sub["model"])
+        missing = {m: [x for x in order if x in finished and x not in values[m]] for m in metrics}
+        out.append({"dataset": d, "paper_column": sub["paper_column"].iloc[0], "models": [x for x in order if x in
+                    set(sub["model"])], "values": values, "rankings": rankings, "ranks": ranks, "taus": taus,
+                    "missing": missing})
+    return out
+
+
+def _param_values(runs: pd.DataFrame, param: str) -> str | None:
+    col = f"params.{param}"
+    if col not in runs:
+        return None
+    vals = sorted(set(runs[col].dropna().astype(str)) - {"", "None"})
+    return "/".join(vals) if vals else None
+
+
+def metric_agreement_markdown(wide: pd.DataFrame, runs: pd.DataFrame, title: str) -> str:
+    """One (protocol, recipe) group: per dataset the metric table, the rankings and the pairwise Kendall taus."""
+    done = runs[runs["status"] == "FINISHED"]
+    k, kind, users = (_param_values(done, p) for p in ("protocol.eval_negatives", "protocol.eval_negatives_kind",
+                                                        "protocol.full_ranking_users"))
+    config = (f"`protocol.eval_negatives` = {k or '?'}" + (f" ({kind})" if kind and k != "0" else "")
+              + f" sampled negatives per test user, `protocol.full_ranking_users` = {users or '?'} (users ranked "
+              "against the whole catalogue; -1 = all, 0 = none)")
+    lines = [f"### {title}", ""]
+    for e in metric_agreement(wide):
+        sub = wide[wide["dataset"] == e["dataset"]].set_index("model")
+        head = f"{column_title(e['dataset'], paper_column_of(e['dataset'], e['paper_column']))}"
+        logged = [m for m in RANK_METRICS if e["values"][m]]
+        if len(logged) < 2:
+            absent = [m for m in RANK_METRICS if not e["values"][m]]
+            lines += [(f"{head}: only {', '.join(f'`{m}`' for m in logged) or 'none of the ranking metrics'} logged; "
+                      f"{', '.join(f'`{m}`' for m in absent)} not logged by these runs ({config}), so there "
+                      "are no rankings to compare."), ""]
+            continue
+        extra = [m for m in EXTRA_AGREEMENT_METRICS if f"{m}:n" in sub and (sub[f"{m}:n"] > 0).any()]
+        shown = list(RANK_METRICS) + extra
+        lines += [f"{head}. Logged with {config}.", "",
+                  "| Model | seeds | " + " | ".join(f"`{m}`" + (" (rank)" if m in RANK_METRICS else "")
+                                                   for m in shown) + " |",
+                  "|---|---:|" + "---:|" * len(shown)]
+        for model in e["models"]:
+            r = sub.loc[model]
+            vals = []
+            for m in shown:
+                v = format_value(r, m)
+                vals.append(v + (f" ({e['ranks'][m][model]})" if m in RANK_METRICS and v != DASH else ""))
+            lines.append(f"| {MODEL_LABELS.get(model, model)} | {_seeds_text(r)} | " + " | ".join(vals) + " |")
+        lines += ["", "Rankings (best first; = ties):", ""]
+        for m in RANK_METRICS:
+            rk = " > ".join(" = ".join(MODEL_LABELS.get(x, x) for x in tie) for tie in e["rankings"][m])
+            lines.append(f"- `{m}` ({METRIC_HELP[m]}): {rk or 'not logged'}")
+        lines += ["", "| Rankings compared | models | Kendall's tau-b | p |", "|---|---:|---:|---:|"]
+        for t in e["taus"]:
+            lines.append(f"| `{t['a']}` vs `{t['b']}` | {t['n']} | {_num(t['tau'], '{:+.2f}')} | {_p(t['p'])} |")
+        notes = [f"`{m}` missing for {', '.join(MODEL_LABELS.get(x, x) for x in xs)} (left out of that ranking)"
+                 for m, xs in e["missing"].items() if xs]
+        n_users = pd.to_numeric(pd.Series([users]), errors="coerce").iloc[0] if users and "/" not in users else None
+        if "test_full_hr_10" in extra and n_users and n_users > 0:
+            hits = ", ".join(f"{MODEL_LABELS.get(x, x)} {sub.loc[x, 'test_full_hr_10:mean'] * n_users:.0f}"
+                             for x in e["models"] if sub.loc[x, "test_full_hr_10:n"] > 0)
+            notes.append(f"the full-catalogue metrics rest on few hits: test items in the top 10 out of "
+                         f"{n_users:.0f} users: {hits} (mean over seeds), so their ranking is noisy")
+        if notes:
+            lines += ["", "Notes: " + "; ".join(notes) + "."]
+        lines.append("")
+    return "\n".join(lines).rstrip()
+
+
 # ------------------------------------------------------------------------------------------ provenance (pure)
 def _budget(r: pd.Series, with_model_cap: bool = False) -> str:
     """The trainer's budget; a model's own epoch cap (model.epochs) only on request, as it is a recipe choice."""
@@ -460,6 +779,8 @@ class Report:
     figures: list[Path]
     cells: pd.DataFrame
     stats: dict[tuple[str, str, str], ColumnStats]
+    optimism: pd.DataFrame | None = None        # optimism_cells: the diagnostic runs' numbers
+    selection: pd.DataFrame | None = None       # selection_comparison: paper vs loo_val test_auc
 
 
 def _budget_line(picked: pd.DataFrame) -> str:
@@ -475,8 +796,11 @@ def _budget_line(picked: pd.DataFrame) -> str:
 def render_report(picked: pd.DataFrame, *, runs: pd.DataFrame | None = None, title: str, metric: str,
                   tracking_uri: str, flt: RunFilter, column_stats_by_key: dict,
                   figures: dict[tuple[str, str], list[Path]], command: str, n_boot: int, note: str = "",
-                  missing_outcomes: tuple[str, ...] = ()) -> str:
-    """The markdown document from already-loaded inputs (pure apart from the clock)."""
+                  missing_outcomes: tuple[str, ...] = (), curves: pd.DataFrame | None = None,
+                  diagnostic_figures: list[Path] = ()) -> str:
+    """The markdown document from already-loaded inputs (pure apart from the clock). Diagnostic protocols
+    (DIAGNOSTIC_PROTOCOLS) get their own section only, never a Table 3; `curves` (optional) gives the optimism
+    section the test-selected steps."""
     cells = summarize_cells(picked, metric)
     now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     out = [f"# {title}", "",
@@ -487,10 +811,17 @@ def render_report(picked: pd.DataFrame, *, runs: pd.DataFrame | None = None, tit
            *([note, ""] if note else []), _budget_line(picked), ""]
     if picked.empty:
         return "\n".join(out + ["No runs match these filters."]) + "\n"
-    groups = table_groups(cells)
-    protocols = sorted({p for p, _ in groups})
-    out.append("Protocols in this report: " + "; ".join(
-        f"`{p}` = {cells[cells['protocol'] == p]['protocol_label'].iloc[0]}" for p in protocols) + ".")
+    groups = headline_groups(cells)
+    protocols = list(dict.fromkeys(p for p, _ in table_groups(cells)))     # paper first, then alphabetical
+    protocols.sort(key=lambda p: p in DIAGNOSTIC_PROTOCOLS)
+
+    def plabel(p: str) -> str:
+        label = cells[cells["protocol"] == p]["protocol_label"].iloc[0]
+        return label + (" (diagnostic only: its own section below, never a Table 3)" if p in DIAGNOSTIC_PROTOCOLS
+                        else "")
+    out.append("Protocols in this report: " + "; ".join(f"`{p}` = {plabel(p)}" for p in protocols) + ".")
+    if not groups:
+        out += ["", "No Table 3: only diagnostic runs match these filters."]
     for proto, recipe in groups:
         g = cells[(cells["protocol"] == proto) & (cells["recipe"] == recipe)]
         label = g["protocol_label"].iloc[0]
@@ -530,11 +861,35 @@ def render_report(picked: pd.DataFrame, *, runs: pd.DataFrame | None = None, tit
         figs = figures.get((proto, recipe), [])
         if figs:
             out += ["", "### Figures", ""] + [f"![{p.stem}]({p.name})" for p in figs]
+    cmp = selection_comparison(picked)
+    if len(cmp):
+        out += ["", "## paper protocol (test-set selection) vs loo_val (validation selection)", "",
+                selection_comparison_markdown(cmp)]
+    if picked["protocol"].isin(DIAGNOSTIC_PROTOCOLS).any():
+        out += ["", "## Optimism of test-set selection (diagnostic)", "", optimism_markdown(picked, curves)]
+        if diagnostic_figures:
+            out += [""] + [f"![{p.stem}]({p.name})" for p in diagnostic_figures]
+    if groups:
+        out += ["", "## Rank agreement across metrics", "",
+                ("Krichene & Rendle (KDD 2020, *On Sampled Metrics for Item Recommendation*): a metric computed "
+                "against a few sampled negatives can order models differently from the same metric on the full "
+                "catalogue. Per protocol table: the model ranking under `test_auc` (1 sampled negative), "
+                "`test_sampled_ndcg_10` (K sampled negatives) and `test_full_ndcg_10` (full catalogue), and Kendall's "
+                "tau-b between each pair of rankings (+1 = same order, −1 = reversed; with a handful of models the "
+                f"p-values are weak). Values: mean ± sd over finished seeds; {DASH} = the metric was not logged "
+                "(never filled in).")]
+        for proto, recipe in groups:
+            g_runs = picked[(picked["protocol"] == proto) & (picked["recipe"] == recipe)]
+            label = g_runs["protocol_label"].iloc[0]
+            wide = wide_cells(g_runs, RANK_METRICS + EXTRA_AGREEMENT_METRICS)
+            out += ["", metric_agreement_markdown(wide, g_runs, f"Protocol `{proto}` ({label}), recipe `{recipe}`")]
     out += ["", "## Provenance", "",
             "Which protocol the numbers use: " + "; ".join(
                 f"`{p}` ({cells[cells['protocol'] == p]['protocol_label'].iloc[0]})" for p in protocols)
-            + (". Only `loo_val` numbers are honest held-out estimates; `paper` picks the checkpoint on the test set."
-               if "paper" in protocols else "."), "",
+            + (". Only `loo_val` numbers are honest held-out estimates; `paper` picks the checkpoint on the test set"
+               if "paper" in protocols else "")
+            + ("; `optimism` runs are diagnostics (test read at every evaluation), never headline numbers"
+               if any(p in DIAGNOSTIC_PROTOCOLS for p in protocols) else "") + ".", "",
             provenance_markdown(picked, runs), "", "## MLflow UI", "", ui_check_markdown(picked)]
     return "\n".join(out) + "\n"
 
@@ -550,8 +905,11 @@ def write_report(tracking_uri: str, flt: RunFilter = RunFilter(), *, out_dir: Pa
     cells = summarize_cells(picked, metric)
     col_stats: dict[tuple[str, str, str], ColumnStats] = {}
     missing: tuple[str, ...] = ()
-    if metric in OUTCOME_COLUMN and len(picked):
-        done = picked[picked["status"] == "FINISHED"]
+    headline = picked[~picked["protocol"].isin(DIAGNOSTIC_PROTOCOLS)] if len(picked) else picked
+    diagnostic = picked[picked["protocol"].isin(DIAGNOSTIC_PROTOCOLS) & (picked["status"] == "FINISHED")] \
+        if len(picked) else picked
+    if metric in OUTCOME_COLUMN and len(headline):
+        done = headline[headline["status"] == "FINISHED"]
         outcomes = load_outcomes(tracking_uri, list(done["run_id"]))
         missing = tuple(r for r in done["run_id"] if r not in outcomes)
         for (proto, recipe, d), g in done.groupby(["protocol", "recipe", "dataset"]):
@@ -563,11 +921,16 @@ def write_report(tracking_uri: str, flt: RunFilter = RunFilter(), *, out_dir: Pa
             if col is not None:
                 col_stats[(proto, recipe, d)] = col
     figures: dict[tuple[str, str], list[Path]] = {}
+    diagnostic_figures: list[Path] = []
+    curves = None
+    if with_figures and len(picked):
+        curves = load_curves(tracking_uri, picked[picked["status"] == "FINISHED"])
+    elif len(diagnostic):   # the optimism section's test-selected steps
+        curves = load_curves(tracking_uri, diagnostic, keys=("curve/test_auc",))
     if with_figures and len(picked):
         from reports import figures as figs
 
-        curves = load_curves(tracking_uri, picked[picked["status"] == "FINISHED"])
-        groups = table_groups(cells)
+        groups = headline_groups(cells)
         for proto, recipe in groups:
             sub = picked[(picked["protocol"] == proto) & (picked["recipe"] == recipe)]
             suffix = "" if len(groups) == 1 else f"_{proto}" + ("" if recipe == "default" else f"_{recipe}")
@@ -575,9 +938,14 @@ def write_report(tracking_uri: str, flt: RunFilter = RunFilter(), *, out_dir: Pa
                 sub, cells[(cells["protocol"] == proto) & (cells["recipe"] == recipe)], curves,
                 {k: v for k, v in col_stats.items() if k[:2] == (proto, recipe)},
                 metric=metric, out_dir=out_dir, stem=f"{name}{suffix}")
+        if len(diagnostic):
+            made = figs.optimism_figure(picked, curves, out_dir / f"{name}_optimism.png")
+            diagnostic_figures = [made] if made is not None else []
     text = render_report(picked, runs=runs, title=title or f"ATRank Table 3 regenerated: {name}", metric=metric,
                          tracking_uri=tracking_uri, flt=flt, column_stats_by_key=col_stats, figures=figures,
-                         command=command, n_boot=n_boot, note=note, missing_outcomes=missing)
+                         command=command, n_boot=n_boot, note=note, missing_outcomes=missing, curves=curves,
+                         diagnostic_figures=diagnostic_figures)
     path = out_dir / f"{name}.md"
     path.write_text(text)
-    return Report(path, [p for ps in figures.values() for p in ps], cells, col_stats)
+    return Report(path, [p for ps in figures.values() for p in ps] + diagnostic_figures, cells, col_stats,
+                  optimism_cells(picked) if len(picked) else None, selection_comparison(picked) if len(picked) else None)

@@ -4,6 +4,7 @@ Examples:
   python runners/report.py --dataset clothing_seq --protocol paper
   python runners/report.py --experiment sample/paper --metric test_roc_auc --name sample_roc
   python runners/report.py --tracking-uri sqlite:////tmp/x/mlflow.db --filter "params.trainer.max_steps = '2000'"
+  python runners/report.py --dataset clothing_seq --protocol paper --protocol loo_val --protocol optimism
 """
 from __future__ import annotations
 
@@ -29,7 +30,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--experiment", action="append", default=[], help="MLflow experiment name (repeatable), "
                     "e.g. clothing_seq/paper; default: all experiments")
     ap.add_argument("--dataset", action="append", default=[], help="dataset tag (repeatable); also forces its column")
-    ap.add_argument("--protocol", action="append", default=[], choices=["paper", "loo_val"], help="repeatable")
+    ap.add_argument("--protocol", action="append", default=[], choices=["paper", "loo_val", "optimism"],
+                    help="repeatable; optimism = the diagnostic protocol: its own section, never a Table 3")
     ap.add_argument("--model", action="append", default=[], help="model tag (repeatable)")
     ap.add_argument("--recipe", action="append", default=[], help="recipe tag: default | reference (repeatable)")
     ap.add_argument("--sweep-dir", default=None, help="only runs of this Hydra sweep (tag sweep_dir, absolute path)")
