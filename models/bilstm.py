@@ -16,11 +16,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 from torch import nn
-from torch.nn.utils.rnn import pack_padded_sequence
 
 from datasets.batch import Batch
 
-from models.layers import ItemCategoryEmbedding, UserVectorModel, tf_default_init_
+from models.layers import ItemCategoryEmbedding, UserVectorModel, rnn_over_padded, tf_default_init_
 from models.registry import register
 
 
@@ -52,9 +51,9 @@ class BiLSTM(UserVectorModel):
 
     def user_vector(self, batch: Batch) -> torch.Tensor:
         x = self.emb(batch.hist)  # [B, L, 128]
-        lengths = batch.lengths.clamp(min=1).cpu()  # pack wants CPU lengths >= 1; 0-length rows are zeroed below
-        packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
-        _, (h_n, _) = self.lstm(packed)  # h_n [2, B, dim]: forward state at the last real step, backward at step 0
+        # as the LSTM over the packed history (rnn_over_padded); lengths >= 1, 0-length rows are zeroed below
+        _, h_n = rnn_over_padded(self.lstm, x, batch.lengths.clamp(min=1))  # [2, B, dim]: forward state at the
+        # last real step, backward state at step 0
         h = torch.cat([h_n[0], h_n[1]], dim=-1)  # [B, 2 dim]
         h = h.masked_fill((batch.lengths == 0)[:, None], 0.0)
         return self.dense(self.dropout(h))  # [B, 128]

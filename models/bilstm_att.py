@@ -18,12 +18,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 from torch import nn
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from datasets.batch import Batch
 from models.bilstm import tf_lstm_init_
 from models.interface import SeqRecModel
-from models.layers import ItemCategoryEmbedding, l2_half_sum, tf_default_init_
+from models.layers import ItemCategoryEmbedding, l2_half_sum, rnn_over_padded, tf_default_init_
 from models.registry import register
 
 
@@ -47,10 +46,8 @@ class BiLSTMAttention(SeqRecModel):
 
     def encode(self, batch: Batch) -> torch.Tensor:
         x = self.emb(batch.hist)  # [B, L, 128]
-        lengths = batch.lengths.clamp(min=1).cpu()  # pack wants CPU lengths >= 1; 0-length rows: masked in `attend`
-        packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
-        out, _ = self.lstm(packed)
-        out, _ = pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])  # [B, L, 2 dim], 0 on padding
+        # as the LSTM over the packed history (rnn_over_padded); lengths >= 1, 0-length rows: masked in `attend`
+        out, _ = rnn_over_padded(self.lstm, x, batch.lengths.clamp(min=1))  # [B, L, 2 dim], 0 on padding
         return out
 
     def attend(self, outputs: torch.Tensor, mask: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

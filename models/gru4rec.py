@@ -26,11 +26,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 from torch import nn
-from torch.nn.utils.rnn import pack_padded_sequence
 
 from datasets.batch import Batch
 
-from models.layers import ItemCategoryEmbedding, UserVectorModel, tf_default_init_
+from models.layers import ItemCategoryEmbedding, UserVectorModel, rnn_over_padded, tf_default_init_
 from models.registry import register
 
 
@@ -51,10 +50,8 @@ class GRU4Rec(UserVectorModel):
 
     def user_vector(self, batch: Batch) -> torch.Tensor:  # -> [B, D]
         x = self.dropout(self.emb(batch.hist))  # [B, L, D]
-        # pack_padded_sequence wants CPU lengths; rows with no history (never in pointwise rows) run one padded
-        # step and are zeroed below, so padding never reaches a score.
-        lengths = batch.lengths.clamp(min=1).cpu()
-        packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
-        _, h_n = self.gru(packed)  # h_n [n_layers, B, H], the state after each row's last real step
+        # as the GRU over the packed history (rnn_over_padded); rows with no history (never in pointwise rows) run
+        # one padded step and are zeroed below, so padding never reaches a score.
+        _, h_n = rnn_over_padded(self.gru, x, batch.lengths.clamp(min=1))  # [1, B, H]: after the last real step
         u = self.out(h_n[-1])  # [B, D]
         return u * (batch.lengths > 0).unsqueeze(-1).to(u.dtype)

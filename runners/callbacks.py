@@ -33,5 +33,12 @@ class PrepareTracking(Callback):
         for s in statuses:
             if s["status"] == "FAILED":
                 print(f"  FAILED {s['run_name']}: {s.get('error', '?')}", flush=True)
+            elif s["status"] == "SKIPPED":
+                print(f"  SKIPPED {s['run_name']}: already FINISHED as run {s.get('run_id')} "
+                      f"(test_auc={s.get('test_auc')})", flush=True)
+        sweeper = config.hydra.get("sweeper") or {}
+        if "optuna" in str(sweeper.get("_target_", "")):  # experiment=tune_<model>: the same budget for every model
+            print(f"tuning budget: {sweeper.n_trials} optuna trial(s) for model {config.model.name}, selected on "
+                  f"{config.protocol.select_on} ({config.protocol.name})", flush=True)
         if counts["FAILED"]:
             raise SystemExit(1)

@@ -27,7 +27,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from hydra.types import RunMode  # noqa: E402
-from omegaconf import DictConfig, OmegaConf  # noqa: E402
+from omegaconf import DictConfig, OmegaConf, open_dict  # noqa: E402
 
 from datasets.load import load_dataset  # noqa: E402
 from datasets.batches import BatchMaker, Rows, eval_rows  # noqa: E402
@@ -36,7 +36,8 @@ from models.registry import get_model  # noqa: E402
 from runners.tracking import (config_hash, ensure_store, environment_tags, flatten,  # noqa: E402
                               get_or_create_experiment, tracking_uri)
 from runners.evaluation import TestSetGuard, evaluate, extra_metrics, full_ranks  # noqa: E402
-from runners.trainer import TrainSettings, peak_rss_mb, seed_everything, train  # noqa: E402
+from runners.trainer import (TrainSettings, configure_runtime, peak_rss_mb, seed_everything, train,  # noqa: E402
+                             tune_malloc)
 
 log = logging.getLogger("seqrec")
 
@@ -111,14 +112,17 @@ def run(cfg: DictConfig, sweep_dir: str | None = None) -> dict:
     import mlflow
 
     t_start = time.time()
-    if cfg.trainer.num_threads:
-        torch.set_num_threads(int(cfg.trainer.num_threads))
+    tune_malloc()  # glibc allocator settings (runners/trainer.py MALLOC_TUNING; MALLOC_* variables set by hand win)
+    configure_runtime(cfg.trainer.num_threads)
     data_root, cache_dir = resolve_paths(cfg)
     table = load_dataset(cfg.dataset.name, cfg.dataset.kind, data_root, cache_dir,
                          OmegaConf.to_container(cfg.dataset.options, resolve=True))
     p = cfg.protocol
     split = load_split(table, cache_dir, p.split, p.split_seed, p.eval_negatives, p.eval_negatives_kind)
     model_cls = get_model(cfg.model.name)
+    params = model_params(cfg)
+    with open_dict(cfg):  # log and hash what is built: experiment=reference merges reference_params
+        cfg.model.params = params
     resolved = OmegaConf.to_container(cfg, resolve=True)
     chash = config_hash(resolved, table.content_hash, Path(sys.modules[model_cls.__module__].__file__))
 
@@ -180,7 +184,7 @@ def run(cfg: DictConfig, sweep_dir: str | None = None) -> dict:
 
             seed_everything(cfg.seed)  # before construction: the initial weights depend on it
             model = model_cls(n_users=table.n_users, n_items=table.n_items, n_categories=table.n_categories,
-                              item_category=table.item_category, **model_params(cfg))
+                              item_category=table.item_category, **params)
             settings = train_settings(cfg, checkpoint)
             log.info("%s: %s on %s (%s), %d params, %s", run_name, cfg.model.name, cfg.dataset.name, p.label,
                      sum(x.numel() for x in model.parameters()), settings)

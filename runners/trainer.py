@@ -14,6 +14,7 @@ import random
 import resource
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -101,11 +102,9 @@ def clip_grad_norm(params: list[torch.nn.Parameter], max_norm: float) -> torch.T
         if p.grad is not None:
             if p.grad.is_sparse:
                 p.grad = p.grad.coalesce()
-            values.append(p.grad._values() if p.grad.is_sparse else p.grad)
-    total = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(v) for v in values]))
-    coef = torch.clamp(max_norm / (total + 1e-6), max=1.0)
-    for v in values:
-        v.mul_(coef)
+            values.append(p.grad._values() if p.grad.is_sparse else p.grad)  # _values(): an alias, scaled in place
+    total = torch.nn.utils.get_total_norm(values)
+    torch._foreach_mul_(values, torch.clamp(max_norm / (total + 1e-6), max=1.0))
     return total
 
 
@@ -115,7 +114,15 @@ def prepare_optimizer(model: SeqRecModel, s: TrainSettings) -> tuple[torch.optim
     sparse = sparse_grad_ok(s.optimizer, s.weight_decay) if s.sparse_grad == "auto" else bool(s.sparse_grad)
     use_sparse_embeddings(model, sparse)
     params = list(model.parameters())
-    return make_optimizer(s.optimizer, params, s.lr, s.weight_decay), params
+    if not sparse:
+        return make_optimizer(s.optimizer, params, s.lr, s.weight_decay), params
+    # Two groups: an optimiser updates a group with any sparse gradient one tensor at a time; the dense group
+    # keeps the multi-tensor (foreach) update.
+    warnings.filterwarnings("ignore", message="Sparse invariant checks are implicitly disabled")  # Adagrad's
+    tables = {id(m.weight) for m in model.modules() if isinstance(m, torch.nn.Embedding)}
+    groups = [{"params": [p for p in params if id(p) not in tables]},
+              {"params": [p for p in params if id(p) in tables]}]
+    return make_optimizer(s.optimizer, [g for g in groups if g["params"]], s.lr, s.weight_decay), params
 
 
 def train_step(model: SeqRecModel, optimizer: torch.optim.Optimizer, params: list, batch, clip_norm: float | None,
@@ -135,6 +142,41 @@ def train_step(model: SeqRecModel, optimizer: torch.optim.Optimizer, params: lis
     optimizer.step()
     model.after_step()
     return value
+
+
+# glibc allocator settings for training processes (runners/run.py applies them at start-up, runners/bench.py sets
+# them as environment variables of its children; both mean the same to glibc). Each step allocates and frees
+# activation buffers of 0.1-30 MB; with the defaults, blocks above the (adaptive) mmap threshold come from fresh
+# mmap calls and freed heap tops are trimmed, so the kernel zero-fills the same pages again every step. A 32 MB
+# mmap threshold (glibc's maximum), no trimming below 1 GB and 256 MB of heap growth at a time keep those pages.
+MALLOC_TUNING = {"MALLOC_MMAP_THRESHOLD_": 32 << 20, "MALLOC_TRIM_THRESHOLD_": 1 << 30, "MALLOC_TOP_PAD_": 256 << 20}
+_MALLOPT_PARAM = {"MALLOC_TRIM_THRESHOLD_": -1, "MALLOC_TOP_PAD_": -2, "MALLOC_MMAP_THRESHOLD_": -3}  # malloc.h
+
+
+def tune_malloc(settings: dict[str, int] = MALLOC_TUNING) -> dict[str, int]:
+    """Apply MALLOC_TUNING to this process with mallopt(3) (a variable already in the environment wins: glibc read it
+    at start-up) and export it, so child processes start with it. Returns what was applied; {} off glibc."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return {}
+    applied = {}
+    for name, value in settings.items():
+        if name not in os.environ and mallopt(_MALLOPT_PARAM[name], int(value)) == 1:
+            os.environ[name] = str(value)
+            applied[name] = int(value)
+    return applied
+
+
+def configure_runtime(num_threads: int | None) -> None:
+    """Process-wide settings of a training process: torch's intra-op thread count (None: torch's default, one per
+    core). runners/run.py and runners/bench.py both call this."""
+    if num_threads:
+        torch.set_num_threads(int(num_threads))
 
 
 def peak_rss_mb() -> float:
@@ -248,7 +290,7 @@ def train(model: SeqRecModel, table: Table, split: Split, s: TrainSettings, test
     bar = tqdm(total=total_steps, initial=state["step"], disable=not s.progress, desc=model.name, unit="step",
                dynamic_ncols=True, file=sys.stderr)
     loss_sum, loss_n = 0.0, 0
-    stopped_early = False
+    stopped_early = s.patience is not None and state["bad_evals"] >= s.patience  # resumed after an early stop
     while state["step"] < total_steps and not stopped_early:
         order_epoch = state["epoch"] if s.reshuffle else 0
         batches = batch_order(rows, s.batch_size, np.random.default_rng([s.seed, order_epoch]),

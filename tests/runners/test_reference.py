@@ -34,3 +34,17 @@ def test_default_recipe_is_the_cleaner_one():
     assert model_params(cnn)["padding_mode"] == "valid" and model_params(atrank)["time_slots"] == 13
     assert train_settings(cnn, None).bucket_by_length
     assert train_settings(compose(["model=cnn", "experiment=reference", "trainer.epochs=1"]), None).epochs == 1
+
+
+def test_reference_run_logs_the_params_it_built(tmp_path):
+    import mlflow
+
+    from runners.run import run
+
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    out = run(compose(["model=cnn", "experiment=reference", "dataset=sample", "trainer.max_steps=3",
+                       "trainer.eval_every=3", "trainer.num_threads=1", f"paths.cache_dir={tmp_path / 'c'}",
+                       f"mlflow.tracking_uri={uri}"]))
+    mlflow.set_tracking_uri(uri)
+    params = mlflow.get_run(out["run_id"]).data.params
+    assert params["model.params.padding_mode"] == "reference" and params["recipe"] == "reference"
