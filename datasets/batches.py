@@ -8,8 +8,6 @@ to the longest history in that batch.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator
-
 import numpy as np
 import torch
 
@@ -132,8 +130,3 @@ def batch_order(rows: Rows, batch_size: int, rng: np.random.Generator, shuffle: 
     if bucket_by_length and shuffle:
         batches = [batches[i] for i in rng.permutation(len(batches))]
     return batches
-
-
-def iterate(maker: BatchMaker, rows: Rows, batches: list[np.ndarray]) -> Iterator[Batch]:
-    for idx in batches:
-        yield maker.make(rows.take(idx))

@@ -48,11 +48,6 @@ class SeqRecModel(nn.Module):
     def after_step(self) -> None:
         """Hook run after every optimiser step; default: nothing."""
 
-    def pointwise_loss(self, batch: Batch) -> torch.Tensor:
-        """Sigmoid cross-entropy of score(target) against batch.label (the reference's loss)."""
-        logits = self.score(batch, batch.target[:, None])[:, 0]
-        return nn.functional.binary_cross_entropy_with_logits(logits, batch.label)
-
 
 def category_buffer(item_category: np.ndarray | torch.Tensor) -> torch.Tensor:
     """The item -> category lookup as a long tensor, to register as a buffer."""
