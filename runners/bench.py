@@ -165,7 +165,8 @@ def _child_model(spec: dict) -> dict:
     from runners.trainer import TrainSettings, configure_runtime, prepare_optimizer, seed_everything, train_step
 
     naive = spec["variant"] == "naive"
-    configure_runtime(spec["num_threads"])  # as runners/run.py: thread count (the allocator: env, set by the parent)
+    # as runners/run.py: threads, denormals flushed (naive: not); the allocator comes from the env the parent set
+    configure_runtime(spec["num_threads"], flush_denormal=not naive and spec["flush_denormal"])
     table, split = _load_data(spec)
     rss_data = peak_rss_mb()
     s = TrainSettings(**spec["settings"])
@@ -259,8 +260,8 @@ def _child(mode: str, spec: dict, env_extra: dict[str, str] | None, timeout: flo
     return {**json.loads(res.stdout.strip().splitlines()[-1]), "child_s": time.perf_counter() - t0}
 
 
-def _compose(model: str, overrides: list[str]) -> tuple[dict, dict, int | None]:
-    """TrainSettings (as a dict), model params and thread count exactly as runners/run.py derives them."""
+def _compose(model: str, overrides: list[str]) -> tuple[dict, dict, int | None, bool]:
+    """TrainSettings (as a dict), model params, thread count and denormal flushing as runners/run.py derives them."""
     from hydra import compose, initialize_config_dir
 
     from runners.run import model_params, train_settings
@@ -270,7 +271,7 @@ def _compose(model: str, overrides: list[str]) -> tuple[dict, dict, int | None]:
     settings = asdict(train_settings(cfg, None))
     settings.update(progress=False, checkpoint_path=None)
     threads = cfg.trainer.num_threads
-    return settings, model_params(cfg), int(threads) if threads else None
+    return settings, model_params(cfg), int(threads) if threads else None, bool(cfg.trainer.get("flush_denormal", True))
 
 
 def _fmt(x, spec: str = ",.0f", none: str = "-") -> str:
@@ -458,8 +459,9 @@ def main(argv: list[str] | None = None) -> int:
             rows = []
             real = name != "electronics_like"
             for model in models:
-                settings, params, threads = _compose(model, args.overrides)
+                settings, params, threads, ftz = _compose(model, args.overrides)
                 spec = {**data_spec, "model": model, "settings": settings, "params": params, "num_threads": threads,
+                        "flush_denormal": ftz,
                         "steps": args.steps, "warmup": args.warmup, "repeats": args.repeats, "seed": args.seed,
                         "eval_users": 0 if real else args.eval_users, "eval_repeats": args.eval_repeats,
                         "variant": "optimised"}

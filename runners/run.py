@@ -113,7 +113,7 @@ def run(cfg: DictConfig, sweep_dir: str | None = None) -> dict:
 
     t_start = time.time()
     tune_malloc()  # glibc allocator settings (runners/trainer.py MALLOC_TUNING; MALLOC_* variables set by hand win)
-    configure_runtime(cfg.trainer.num_threads)
+    configure_runtime(cfg.trainer.num_threads, cfg.trainer.get("flush_denormal", True))  # +trainer.flush_denormal=false
     data_root, cache_dir = resolve_paths(cfg)
     table = load_dataset(cfg.dataset.name, cfg.dataset.kind, data_root, cache_dir,
                          OmegaConf.to_container(cfg.dataset.options, resolve=True))
