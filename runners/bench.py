@@ -240,7 +240,50 @@ def _child_model(spec: dict) -> dict:
         out.update(eval_s=statistics.median(times), eval_projected=n < len(test), eval_users=n,
                    eval_auc=outcome.auc)
     out["peak_rss_mb"] = peak_rss_mb()
+    if not naive and spec.get("profile"):  # last: the profiler's own event buffers must not count in peak RSS
+        out["profile"] = _profile(model, optimizer, params, maker, rows, batches, s.clip_norm, spec["profile"], rng,
+                                  out["epoch_s"] / len(batches))
     return out
+
+
+def _profile(model, optimizer, params, maker, rows, batches, clip_norm, n_steps: int, rng, step_s: float) -> dict:
+    """torch.profiler over `n_steps` batches drawn at random from the epoch (so widths come in epoch proportion):
+    where a step's time goes (forward / backward / optimiser, the phases train_step labels), how many aten calls a
+    step dispatches (nested calls included), matmul/conv FLOPs per step, and the ops with the most self CPU time."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from runners.trainer import train_step
+
+    picks = rng.choice(len(batches), min(n_steps, len(batches)), replace=False)
+    made = [maker.make(rows.take(batches[i])) for i in picks]  # batch building stays outside the profile
+    with profile(activities=[ProfilerActivity.CPU], with_flops=True) as prof:
+        for b in made:
+            train_step(model, optimizer, params, b, clip_norm, label_phases=True)
+    events = prof.key_averages()
+    n = len(made)
+    phases = {e.key.split("/")[1]: e.cpu_time_total for e in events if e.key.startswith("step/")}
+    total_us = sum(phases.values())
+    aten = [e for e in events if e.key.startswith("aten::")]
+    top = sorted(aten, key=lambda e: e.self_cpu_time_total, reverse=True)[:12]
+    flops = sum(e.flops for e in events if e.flops) / n
+    return {"steps": n, "phase_share": {k: v / total_us for k, v in phases.items()},
+            "aten_calls_per_step": sum(e.count for e in aten) / n,
+            "step_ms_unprofiled": step_s * 1e3, "step_ms_profiled": total_us / n / 1e3,
+            "gflop_per_step": flops / 1e9, "gflop_per_s": flops / 1e9 / step_s,
+            "top_ops": [{"op": e.key, "calls_per_step": e.count / n, "self_ms_per_step": e.self_cpu_time_total / n / 1e3,
+                         "share": e.self_cpu_time_total / total_us} for e in top]}
+
+
+def _profile_markdown(model: str, p: dict) -> str:
+    lines = [f"#### {model}: where a training step goes (torch.profiler, {p['steps']} steps drawn from the epoch)", "",
+             f"Step {p['step_ms_unprofiled']:.2f} ms unprofiled ({p['step_ms_profiled']:.2f} ms under the profiler); "
+             + ", ".join(f"{k} {v:.0%}" for k, v in p["phase_share"].items())
+             + f"; {p['aten_calls_per_step']:,.0f} aten calls per step (nested included); matmul/conv work "
+             f"{p['gflop_per_step'] * 1e3:,.1f} MFLOP per step = {p['gflop_per_s']:,.2f} GFLOP/s achieved.", "",
+             "| op | calls/step | self ms/step | share of step |", "|---|---:|---:|---:|"]
+    lines += [f"| {o['op']} | {o['calls_per_step']:.1f} | {o['self_ms_per_step']:.3f} | {o['share']:.1%} |"
+              for o in p["top_ops"]]
+    return "\n".join(lines)
 
 
 # ----------------------------------------------------------------------------------------------- parent side
@@ -396,6 +439,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-naive", action="store_true", help="skip the naive baseline")
     parser.add_argument("--eval-users", type=int, default=-1, help="test users evaluated (-1 all, 0 none)")
     parser.add_argument("--eval-repeats", type=int, default=1)
+    parser.add_argument("--profile", type=int, default=0, metavar="STEPS",
+                        help="then profile STEPS training steps per model (torch.profiler): phases, top ops, "
+                             "FLOPs (after the timed passes and the peak-RSS reading)")
     parser.add_argument("--no-malloc-tuning", action="store_true", help="optimised children: default allocator")
     parser.add_argument("--clothing", action=argparse.BooleanOptionalAction, default=None,
                         help="also measure clothing_seq (default: on at full size when the data is there)")
@@ -464,6 +510,7 @@ def main(argv: list[str] | None = None) -> int:
                         "flush_denormal": ftz,
                         "steps": args.steps, "warmup": args.warmup, "repeats": args.repeats, "seed": args.seed,
                         "eval_users": 0 if real else args.eval_users, "eval_repeats": args.eval_repeats,
+                        "profile": args.profile,
                         "variant": "optimised"}
                 opt = _child("model-child", spec, malloc_env, args.timeout)
                 naive = None
@@ -490,6 +537,9 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append(row)
                 csv_rows.append({"dataset": name, **row})
             md.append(_clothing_markdown(rows, data) if real else _markdown(rows, data, f"{name} x{args.scale:g}"))
+            md += [_profile_markdown(f"{m} ({name})", r["profile"])
+                   for m, r in ((m, v["optimised"]) for m, v in results["datasets"][name]["models"].items())
+                   if r.get("profile")]
             if args.mlflow:
                 _log_mlflow(rows, f"{name}" + ("" if real else f"_x{args.scale:g}"), args, machine)
 

@@ -6,6 +6,7 @@ only needs (epoch, batch index) to resume the data stream exactly.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import math
@@ -21,6 +22,7 @@ from typing import Callable
 
 import numpy as np
 import torch
+from torch.profiler import record_function
 from tqdm.auto import tqdm
 
 from datasets.batches import BatchMaker, batch_order, eval_rows, train_rows
@@ -125,22 +127,31 @@ def prepare_optimizer(model: SeqRecModel, s: TrainSettings) -> tuple[torch.optim
     return make_optimizer(s.optimizer, [g for g in groups if g["params"]], s.lr, s.weight_decay), params
 
 
+def _no_label(name: str) -> contextlib.nullcontext:
+    return contextlib.nullcontext()
+
+
 def train_step(model: SeqRecModel, optimizer: torch.optim.Optimizer, params: list, batch, clip_norm: float | None,
-               poison: bool = False) -> float:
+               poison: bool = False, label_phases: bool = False) -> float:
     """One optimiser step on `batch`: loss, backward, clip, step, after_step; returns the loss. The body of train()'s
-    loop, also timed by runners/bench.py. `poison` (testing aid) makes the loss NaN."""
-    loss = model.loss(batch)
+    loop, also timed by runners/bench.py. `poison` (testing aid) makes the loss NaN. `label_phases`: mark forward,
+    backward and optimiser for torch.profiler (runners/bench.py --profile; off otherwise: ~13 us per label)."""
+    phase = record_function if label_phases else _no_label
+    with phase("step/forward"):
+        loss = model.loss(batch)
     if poison:
         loss = loss * float("nan")
     value = loss.item()
     if not math.isfinite(value):
         raise FloatingPointError(f"{model.name}: loss is {value}")
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    if clip_norm:
-        clip_grad_norm(params, clip_norm)
-    optimizer.step()
-    model.after_step()
+    with phase("step/backward"):
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+    with phase("step/optimizer"):
+        if clip_norm:
+            clip_grad_norm(params, clip_norm)
+        optimizer.step()
+        model.after_step()
     return value
 
 

@@ -20,7 +20,7 @@ NUMERIC = ["batch", "threads", "rows_per_epoch", "ex_per_s", "ex_per_s_min", "ex
 def test_quick_bench_prints_and_writes_the_table_with_positive_figures(isolated, tmp_path):
     out = tmp_path / "bench"
     res = subprocess.run([sys.executable, str(REPO_ROOT / "runners" / "bench.py"), "--quick", "--scale", "0.005",
-                          "--models", ",".join(MODELS), "--steps", "2", "--no-clothing", "--out", str(out),
+                          "--models", ",".join(MODELS), "--steps", "2", "--no-clothing", "--out", str(out), "--profile", "4",
                           "trainer.num_threads=1"],
                          env=isolated, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
@@ -39,3 +39,14 @@ def test_quick_bench_prints_and_writes_the_table_with_positive_figures(isolated,
         assert (df[col] > 0).all(), (col, df[col].tolist())
     assert (df["ex_per_s_min"] <= df["ex_per_s"]).all() and (df["ex_per_s"] <= df["ex_per_s_max"]).all()
     assert (df["threads"] == 1).all()
+
+    for model in MODELS:  # --profile: where each model's step goes, shares that add up
+        assert f"#### {model} (electronics_like): where a training step goes" in res.stdout
+    import json
+
+    profiles = [m["optimised"]["profile"] for m in
+                json.loads((out / "bench.json").read_text())["datasets"]["electronics_like"]["models"].values()]
+    for p in profiles:
+        assert set(p["phase_share"]) == {"forward", "backward", "optimizer"}
+        assert abs(sum(p["phase_share"].values()) - 1.0) < 1e-9 and p["aten_calls_per_step"] > 10
+        assert p["top_ops"] and all(0 < o["share"] <= 1 for o in p["top_ops"])
