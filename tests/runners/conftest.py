@@ -10,12 +10,16 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
+def isolated_env(root: Path) -> dict[str, str]:
+    """Environment for a runner subprocess: its own MLflow sqlite store and cache under `root`, CI mode (no
+    progress bars)."""
+    return {**os.environ, "CI": "true", "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
+            "SEQREC_CACHE": str(root / "cache"), "HYDRA_FULL_ERROR": "1"}
+
+
 @pytest.fixture
 def isolated(tmp_path) -> dict[str, str]:
-    """Environment for a runner subprocess: its own MLflow sqlite store and cache, CI mode (no progress bars)."""
-    env = {**os.environ, "CI": "true", "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
-           "SEQREC_CACHE": str(tmp_path / "cache"), "HYDRA_FULL_ERROR": "1"}
-    return env
+    return isolated_env(tmp_path)
 
 
 def run_cli(args: list[str], env: dict[str, str], cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:

@@ -4,6 +4,7 @@ No timing assertions (timings depend on the machine); one model per training for
 """
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -20,8 +21,8 @@ NUMERIC = ["batch", "threads", "rows_per_epoch", "ex_per_s", "ex_per_s_min", "ex
 def test_quick_bench_prints_and_writes_the_table_with_positive_figures(isolated, tmp_path):
     out = tmp_path / "bench"
     res = subprocess.run([sys.executable, str(REPO_ROOT / "runners" / "bench.py"), "--quick", "--scale", "0.005",
-                          "--models", ",".join(MODELS), "--steps", "2", "--no-clothing", "--out", str(out), "--profile", "4",
-                          "trainer.num_threads=1"],
+                          "--models", ",".join(MODELS), "--steps", "2", "--no-clothing", "--out", str(out),
+                          "--profile", "4", "trainer.num_threads=1"],
                          env=isolated, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
 
@@ -42,8 +43,6 @@ def test_quick_bench_prints_and_writes_the_table_with_positive_figures(isolated,
 
     for model in MODELS:  # --profile: where each model's step goes, shares that add up
         assert f"#### {model} (electronics_like): where a training step goes" in res.stdout
-    import json
-
     profiles = [m["optimised"]["profile"] for m in
                 json.loads((out / "bench.json").read_text())["datasets"]["electronics_like"]["models"].values()]
     for p in profiles:

@@ -11,13 +11,12 @@ its lead fails here. `--basetemp=<dir>` keeps the MLflow stores and the sweeps' 
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import mlflow
 import pytest
 
-from tests.runners.conftest import run_cli
+from tests.runners.conftest import isolated_env, run_cli
 
 PAIR = ["bpr", "atrank", "pop"]
 OTHERS = ["bilstm", "bilstm_att", "cnn", "din", "attrec", "gru4rec", "sasrec"]
@@ -27,8 +26,7 @@ ATRANK_OVER_BPR = 0.005  # measured: 0.0097
 
 def short_budget_sweep(models: list[str], root: Path, data: Path) -> dict[str, float]:
     """{model: test AUC} of one short-budget sweep on clothing_seq, MLflow as the only source."""
-    env = {**os.environ, "CI": "true", "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
-           "SEQREC_CACHE": str(root / "cache"), "SEQREC_DATA": str(data), "HYDRA_FULL_ERROR": "1"}
+    env = {**isolated_env(root), "SEQREC_DATA": str(data)}
     res = run_cli(["-m", f"model={','.join(models)}", "dataset=clothing_seq", "experiment=short_budget",
                    "trainer.num_threads=1", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
                    f"+hydra.callbacks.report.out_dir={root / 'report'}"], env, root, timeout=3600)
