@@ -127,16 +127,12 @@ def prepare_optimizer(model: SeqRecModel, s: TrainSettings) -> tuple[torch.optim
     return make_optimizer(s.optimizer, [g for g in groups if g["params"]], s.lr, s.weight_decay), params
 
 
-def _no_label(name: str) -> contextlib.nullcontext:
-    return contextlib.nullcontext()
-
-
 def train_step(model: SeqRecModel, optimizer: torch.optim.Optimizer, params: list, batch, clip_norm: float | None,
                poison: bool = False, label_phases: bool = False) -> float:
     """One optimiser step on `batch`: loss, backward, clip, step, after_step; returns the loss. The body of train()'s
     loop, also timed by runners/bench.py. `poison` (testing aid) makes the loss NaN. `label_phases`: mark forward,
     backward and optimiser for torch.profiler (runners/bench.py --profile; off otherwise: ~13 us per label)."""
-    phase = record_function if label_phases else _no_label
+    phase = record_function if label_phases else contextlib.nullcontext  # nullcontext(name): a no-op
     with phase("step/forward"):
         loss = model.loss(batch)
     if poison:

@@ -4,7 +4,7 @@ Each fixture runs one Hydra sweep, `python runners/run.py -m model=... dataset=c
 (2 epochs of Adam, lr 1e-3, batch 128; paper protocol; two jobs at a time with the joblib launcher, one torch
 thread each), and reads the test AUCs back from MLflow:
 - fast suite (~3 min): BPR, ATRank and POP. ATRank beats BPR by ATRANK_OVER_BPR and both clear POP (issue 4);
-- slow tier (`python -m pytest -m slow`, ~12 min): the seven other models each clear POP by MARGIN_OVER_POP
+- slow tier (`python -m pytest -m slow`, ~10 min): the seven other models each clear POP by MARGIN_OVER_POP
   (issue 5; BPR and ATRank are checked against the same margin in the fast suite).
 The margins sit below what was measured (README, "Short-budget AUCs"), so a regression that costs a model most of
 its lead fails here. `--basetemp=<dir>` keeps the MLflow stores and the sweeps' reports.
