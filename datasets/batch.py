@@ -20,7 +20,11 @@ class Batch:
     lengths:   [B]    number of real history items (>= 0; BPR rows may have 0)
     target:    [B]    the item to score (pointwise rows: positive or negative; pairwise rows: positive)
     label:     [B]    1.0 / 0.0 for pointwise rows, else None
-    neg:       [B]    sampled negative for pairwise rows (BPR, evaluation pairs), else None
+    neg:       [B]    sampled negative for pairwise rows (BPR, evaluation pairs), else None. A pointwise model
+                      given `neg` and no `label` reads a PAIRED batch: each of the B prefixes stands for two
+                      rows, (history, target, 1) and (history, neg, 0), so the batch holds 2B rows.
+    mean_rows:        the row count that means over rows divide by (None: this batch's own rows). A
+                      data-parallel worker sets the global batch's, so the workers' losses sum to its loss.
     """
 
     user: torch.Tensor
@@ -32,9 +36,19 @@ class Batch:
     target: torch.Tensor
     label: torch.Tensor | None = None
     neg: torch.Tensor | None = None
+    mean_rows: int | None = None
 
     def __len__(self) -> int:
         return int(self.user.shape[0])
 
     def with_target(self, target: torch.Tensor) -> "Batch":
         return replace(self, target=target)
+
+    @property
+    def paired(self) -> bool:
+        """Pointwise rows paired by prefix: (target, 1) and (neg, 0) per history (see `neg` above)."""
+        return self.label is None and self.neg is not None
+
+    def row_mean(self, x: torch.Tensor) -> torch.Tensor:
+        """Mean of per-row values `x` (any shape, one value per row), over `mean_rows` rows when set."""
+        return x.mean() if self.mean_rows is None else x.sum() / self.mean_rows

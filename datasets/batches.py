@@ -50,10 +50,13 @@ def _train_positions(table: Table, split: Split, first: int) -> tuple[np.ndarray
     return users, np.repeat(start, counts) + offsets
 
 
-def train_rows(table: Table, split: Split, train_format: str) -> Rows:
-    """The training rows for a model's `train_format` (see models/interface.py)."""
+def train_rows(table: Table, split: Split, train_format: str, paired: bool = False) -> Rows:
+    """The training rows for a model's `train_format` (see models/interface.py). `paired` (pointwise only): one
+    index per prefix, holding both its rows (target = the positive, neg = its negative, no label)."""
     if train_format == "pointwise":  # reference: (history, pos, 1) and (history, neg, 0) for positions 1..
         users, pos = _train_positions(table, split, first=1)
+        if paired:
+            return Rows(users, pos, table.items[pos].astype(np.int64), neg=split.neg[pos].astype(np.int64))
         return Rows(np.concatenate([users, users]), np.concatenate([pos, pos]),
                     np.concatenate([table.items[pos], split.neg[pos]]).astype(np.int64),
                     label=np.concatenate([np.ones(len(pos), np.float32), np.zeros(len(pos), np.float32)]))

@@ -13,7 +13,10 @@ Time one-hot: `time_slots=13` (default) encodes all gap buckets 0..12; `time_slo
 Heterogeneous behaviors (the paper's multi-behavior setting): `behavior_groups="rating"` splits history items
 into groups by their review rating ({1,2}, {3}, {4,5}; unknown ratings join the last group), each group with
 its own projection into the shared 128-d space, before the ONE self-attention; the target is always an item and
-is not projected (as in the one-group reference). Default "one" = the Table 3 setting. Departures from the
+is not projected (as in the one-group reference). Default "one" = the Table 3 setting.
+Paired training rows (trainer.pair_rows, the default recipe): the history's self-attention block is computed once
+per prefix and shared by its positive and negative rows; the vanilla attention (queried by the target) and the
+L2 terms are per row, so the loss is that of the two separate rows. experiment=reference keeps separate rows. Departures from the
 reference's Taobao variant: no per-group bias tables, no query/coupon groups (Amazon has none).
 """
 from __future__ import annotations
@@ -23,7 +26,7 @@ import torch
 from torch import nn
 
 from datasets.batch import N_TIME_BUCKETS, Batch
-from models.interface import SeqRecModel
+from models.interface import PointwiseModel
 from models.layers import FeedForward, ItemCategoryEmbedding, MultiHeadAttention, l2_half_sum, tf_default_init_
 from models.registry import register
 
@@ -31,9 +34,7 @@ RATING_GROUP = torch.tensor([2, 0, 0, 1, 2, 2])  # rating 0 (unknown), 1..5 -> g
 
 
 @register("atrank")
-class ATRank(SeqRecModel):
-    train_format = "pointwise"
-
+class ATRank(PointwiseModel):
     def __init__(self, n_users: int, n_items: int, n_categories: int, item_category: np.ndarray,
                  item_dim: int = 64, cat_dim: int = 64, hidden: int = 128, n_heads: int = 8, n_blocks: int = 1,
                  time_slots: int = N_TIME_BUCKETS, behavior_groups: str = "one", l2_reg: float = 5e-5,
@@ -76,19 +77,13 @@ class ATRank(SeqRecModel):
             u = ff(att(u, h, mask))
         return u
 
-    def score(self, batch: Batch, candidates: torch.Tensor) -> torch.Tensor:
-        h = self.encode_history(batch)
+    def logits_and_penalty(self, batch: Batch, candidates: torch.Tensor,
+                           penalty: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+        h = self.encode_history(batch)  # once per history, shared by its C candidates (a paired batch: C = 2)
         t = self.items(candidates)  # [B, C, 128]
-        u = self.user_vectors(h, batch.mask, t)  # [B, C, 128]
-        return self.items.item_bias(candidates) + (u * t).sum(-1)  # [B, C]
-
-    def loss(self, batch: Batch) -> torch.Tensor:
-        h = self.encode_history(batch)
-        t = self.items(batch.target[:, None])  # [B, 1, 128]
-        u = self.user_vectors(h, batch.mask, t)
-        logits = (self.items.item_bias(batch.target[:, None]) + (u * t).sum(-1))[:, 0]  # [B]
-        bce = nn.functional.binary_cross_entropy_with_logits(logits, batch.label)
-        return bce + self.l2_reg * l2_half_sum(u, t)
+        u = self.user_vectors(h, batch.mask, t)  # [B, C, 128]: each candidate is a query
+        logits = self.items.item_bias(candidates) + (u * t).sum(-1)  # [B, C]
+        return logits, self.l2_reg * l2_half_sum(u, t) if penalty else None
 
     @torch.no_grad()
     def full_scores(self, batch: Batch, chunk: int = 2048) -> torch.Tensor:

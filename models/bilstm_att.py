@@ -9,7 +9,8 @@ to match o, logits = <t ++ t, o_l> / sqrt(256), padded steps masked, softmax ove
 Loss = mean sigmoid cross-entropy + l2_reg * (||u||^2 + ||t||^2) / 2 summed over the batch.
 
 `score` runs the LSTM once per row and attends once per candidate ([B, C, L] weights); `full_scores` does the
-same in chunks of the catalogue. Initialisation: TF1 defaults as in models/bilstm.py.
+same in chunks of the catalogue; a paired training batch (trainer.pair_rows) shares one LSTM pass between a
+prefix's positive and negative rows, the attention and L2 terms stay per row. Initialisation: TF1 defaults as in models/bilstm.py.
 Departures: the reference masks with -2^32+1, we use -inf (identical for any row with a real item; a zero-length
 history gets a zero context instead of a uniform average over padding); `dropout` (0 = reference) acts on pooled.
 """
@@ -21,14 +22,13 @@ from torch import nn
 
 from datasets.batch import Batch
 from models.bilstm import tf_lstm_init_
-from models.interface import SeqRecModel
+from models.interface import PointwiseModel
 from models.layers import ItemCategoryEmbedding, l2_half_sum, rnn_over_padded, tf_default_init_
 from models.registry import register
 
 
 @register("bilstm_att")
-class BiLSTMAttention(SeqRecModel):
-    train_format = "pointwise"
+class BiLSTMAttention(PointwiseModel):
 
     def __init__(self, n_users: int, n_items: int, n_categories: int, item_category: np.ndarray,
                  item_dim: int = 64, cat_dim: int = 64, dim: int = 128, l2_reg: float = 5e-5,
@@ -60,23 +60,20 @@ class BiLSTMAttention(SeqRecModel):
         pooled = weights @ outputs  # [B, C, H]
         return self.dense(self.dropout(pooled))  # [B, C, D]
 
-    def score_encoded(self, outputs: torch.Tensor, mask: torch.Tensor,
-                      candidates: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def logits_encoded(self, outputs: torch.Tensor, mask: torch.Tensor, candidates: torch.Tensor,
+                       penalty: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
         t = self.emb(candidates)  # [B, C, D]
         u = self.attend(outputs, mask, t)  # [B, C, D]
-        return self.emb.item_bias(candidates) + (u * t).sum(-1), u, t  # logits [B, C]
+        logits = self.emb.item_bias(candidates) + (u * t).sum(-1)  # [B, C]
+        return logits, self.l2_reg * l2_half_sum(u, t) if penalty else None
 
-    def score(self, batch: Batch, candidates: torch.Tensor) -> torch.Tensor:
-        return self.score_encoded(self.encode(batch), batch.mask, candidates)[0]  # [B, C]
+    def logits_and_penalty(self, batch: Batch, candidates: torch.Tensor,
+                           penalty: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+        return self.logits_encoded(self.encode(batch), batch.mask, candidates, penalty)  # the LSTM once per row
 
     @torch.no_grad()
     def full_scores(self, batch: Batch, chunk: int = 1024) -> torch.Tensor:
         outputs = self.encode(batch)  # the LSTM runs once, the attention per chunk of items
         items = torch.arange(self.n_items, device=outputs.device)
-        out = [self.score_encoded(outputs, batch.mask, part.expand(len(batch), -1))[0] for part in items.split(chunk)]
+        out = [self.logits_encoded(outputs, batch.mask, part.expand(len(batch), -1), False)[0] for part in items.split(chunk)]
         return torch.cat(out, dim=1)  # [B, N]
-
-    def loss(self, batch: Batch) -> torch.Tensor:
-        logits, u, t = self.score_encoded(self.encode(batch), batch.mask, batch.target[:, None])  # [B, 1]
-        bce = nn.functional.binary_cross_entropy_with_logits(logits[:, 0], batch.label)
-        return bce + self.l2_reg * l2_half_sum(u, t)

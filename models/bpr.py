@@ -38,4 +38,4 @@ class BPR(UserVectorModel):
         e_i, e_j = self.emb(batch.target), self.emb(batch.neg)  # [B, D]
         x_uij = (self.emb.item_bias(batch.target) - self.emb.item_bias(batch.neg)
                  + (u * (e_i - e_j)).sum(-1))  # [B]
-        return -nn.functional.logsigmoid(x_uij).mean() + self.l2_reg * l2_half_sum(u, e_i, e_j)
+        return -batch.row_mean(nn.functional.logsigmoid(x_uij)) + self.l2_reg * l2_half_sum(u, e_i, e_j)

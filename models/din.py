@@ -25,7 +25,9 @@ SGD lr 1.0, batch 32, clip 5, lr 0.1 from step 336,000, as the reference (and th
 
 Efficiency: the first activation-unit layer is split by blocks of its weight, W [h, t, h-t, h*t] =
 (W_h + W_d) h + (W_t - W_d) t + W_p (h * t), so only the [B, C, L, 128] product is built per candidate, not the
-[B, C, L, 512] concat (same function, same parameters). `full_scores` chunks the catalogue to bound memory.
+[B, C, L, 512] concat (same function, same parameters). A paired training batch (trainer.pair_rows) embeds a
+prefix's history once for its positive and negative rows; Dice's batch statistics run over the same real
+(row, history slot) pairs as with separate rows, so the loss is unchanged. `full_scores` chunks the catalogue to bound memory.
 """
 from __future__ import annotations
 
@@ -34,7 +36,7 @@ import torch
 from torch import nn
 
 from datasets.batch import Batch
-from models.interface import SeqRecModel
+from models.interface import PointwiseModel
 from models.layers import ItemCategoryEmbedding, l2_half_sum, tf_default_init_
 from models.registry import register
 
@@ -67,8 +69,7 @@ class Dice(nn.Module):
 
 
 @register("din")
-class DIN(SeqRecModel):
-    train_format = "pointwise"
+class DIN(PointwiseModel):
 
     def __init__(self, n_users: int, n_items: int, n_categories: int, item_category: np.ndarray,
                  item_dim: int = 64, cat_dim: int = 64, att_hidden: tuple[int, ...] = (80, 40),
@@ -106,17 +107,21 @@ class DIN(SeqRecModel):
             a = act(layer(a), real)  # [B, C, L, A']
         return self.att_out(a).squeeze(-1).masked_fill(~real, 0.0)  # [B, C, L]
 
-    def score_encoded(self, h: torch.Tensor, mask: torch.Tensor,
-                      candidates: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def logits_encoded(self, h: torch.Tensor, mask: torch.Tensor, candidates: torch.Tensor,
+                       penalty: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
         t = self.emb(candidates)  # [B, C, D]
         pooled = self.attention_weights(h, mask, t) @ h  # [B, C, D]: weighted sum pooling
         z = torch.cat([pooled, t], dim=-1)  # [B, C, 2D]
         for layer, act in zip(self.mlp, self.mlp_act):
             z = self.dropout(act(layer(z)))  # [B, C, M]
-        return self.emb.item_bias(candidates) + self.mlp_out(z).squeeze(-1), pooled, t  # logits [B, C]
+        logits = self.emb.item_bias(candidates) + self.mlp_out(z).squeeze(-1)  # [B, C]
+        if not penalty:
+            return logits, None
+        return logits, self.l2_reg * l2_half_sum(pooled, t) if self.l2_reg else logits.new_zeros(())
 
-    def score(self, batch: Batch, candidates: torch.Tensor) -> torch.Tensor:
-        return self.score_encoded(self.emb(batch.hist), batch.mask, candidates)[0]  # [B, C]
+    def logits_and_penalty(self, batch: Batch, candidates: torch.Tensor,
+                           penalty: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+        return self.logits_encoded(self.emb(batch.hist), batch.mask, candidates, penalty)  # history embedded once
 
     @torch.no_grad()
     def full_scores(self, batch: Batch, chunk: int | None = None) -> torch.Tensor:
@@ -124,10 +129,5 @@ class DIN(SeqRecModel):
         B, L, D = h.shape
         chunk = chunk or max(1, 2 ** 24 // (B * max(L, 1) * D))  # bounds the [B, C, L, D] product (64 MB)
         items = torch.arange(self.n_items, device=h.device)
-        out = [self.score_encoded(h, batch.mask, part.expand(B, -1))[0] for part in items.split(chunk)]
+        out = [self.logits_encoded(h, batch.mask, part.expand(B, -1), False)[0] for part in items.split(chunk)]
         return torch.cat(out, dim=1)  # [B, N]
-
-    def loss(self, batch: Batch) -> torch.Tensor:
-        logits, pooled, t = self.score_encoded(self.emb(batch.hist), batch.mask, batch.target[:, None])  # [B, 1]
-        bce = nn.functional.binary_cross_entropy_with_logits(logits[:, 0], batch.label)
-        return bce + self.l2_reg * l2_half_sum(pooled, t) if self.l2_reg else bce

@@ -6,7 +6,10 @@
 - `full_scores(batch) -> Tensor [B, n_items]`: scores over the whole catalogue; the default chunks `score`.
 
 `train_format` says which training rows the trainer feeds to `loss`:
-- "pointwise": (history, target, label) rows, two per position (positive and sampled negative), as the reference;
+- "pointwise": (history, target, label) rows, two per position (positive and sampled negative), as the reference.
+               Pointwise models derive from PointwiseModel and implement `logits_and_penalty`; the trainer feeds
+               them either independent rows (`label` set) or PAIRED prefixes (`neg` set, no `label`), where each
+               history is encoded once and scored against its positive and its negative (trainer.pair_rows);
 - "pairwise":  (user, history, positive, negative) rows (BPR style);
 - "sequence":  one row per user whose `hist` is that user's whole training sequence (SASRec, AttRec); the model
                builds its own per-position targets and samples negatives with torch's RNG.
@@ -29,6 +32,10 @@ from datasets.batch import Batch
 class SeqRecModel(nn.Module):
     name: ClassVar[str] = ""
     train_format: ClassVar[str] = "pointwise"
+    # trainer.processes > 1 splits each batch between workers and sums their gradients: exact for losses that are
+    # means over rows (Batch.row_mean) plus sums; models whose loss is not say why here
+    data_parallel: ClassVar[bool] = True
+    data_parallel_note: ClassVar[str] = ""
 
     def loss(self, batch: Batch) -> torch.Tensor:
         raise NotImplementedError
@@ -52,3 +59,33 @@ class SeqRecModel(nn.Module):
 def category_buffer(item_category: np.ndarray | torch.Tensor) -> torch.Tensor:
     """The item -> category lookup as a long tensor, to register as a buffer."""
     return torch.as_tensor(np.asarray(item_category), dtype=torch.long)
+
+
+class PointwiseModel(SeqRecModel):
+    """A model trained on (history, target, label) rows with sigmoid cross-entropy, like the Table 3 models.
+
+    Subclasses implement `logits_and_penalty(batch, candidates [B, C], penalty) -> (logits [B, C], penalty [])`,
+    where the penalty is the model's regulariser summed over the B x C (row, candidate) pairs, each pair counted
+    as one training row (with penalty=False it may be None: scoring skips it). The loss is the same function of
+    the same rows whether they come one per batch row or paired: mean over rows of the per-row sigmoid
+    cross-entropy, plus the penalty.
+    """
+
+    train_format: ClassVar[str] = "pointwise"
+
+    def logits_and_penalty(self, batch: Batch, candidates: torch.Tensor,
+                           penalty: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+        raise NotImplementedError
+
+    def score(self, batch: Batch, candidates: torch.Tensor) -> torch.Tensor:
+        return self.logits_and_penalty(batch, candidates, penalty=False)[0]
+
+    def loss(self, batch: Batch) -> torch.Tensor:
+        if batch.paired:  # [B, 2]: one history, its positive and its negative
+            candidates = torch.stack([batch.target, batch.neg], dim=1)
+            labels = torch.tensor([1.0, 0.0], device=candidates.device).expand(len(batch), 2)
+        else:  # [B, 1]: one row per history
+            candidates, labels = batch.target[:, None], batch.label[:, None]
+        logits, penalty = self.logits_and_penalty(batch, candidates)
+        bce = nn.functional.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype), reduction="none")
+        return batch.row_mean(bce) + penalty

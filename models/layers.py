@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from datasets.batch import Batch
-from models.interface import SeqRecModel, category_buffer
+from models.interface import PointwiseModel, category_buffer
 
 
 class ItemCategoryEmbedding(nn.Module):
@@ -156,31 +156,28 @@ def tf_default_init_(module: nn.Module) -> nn.Module:
     return module
 
 
-class UserVectorModel(SeqRecModel):
+class UserVectorModel(PointwiseModel):
     """A model whose user vector does not depend on the candidate: logit = b_i + <u, e_i>, e_i = item ++ category.
 
     Subclasses set `self.emb` (ItemCategoryEmbedding), `self.n_items`, `self.l2_reg` and define
     `user_vector(batch) -> [B, D]`. The loss is the reference's: mean sigmoid cross-entropy + l2_reg * (l2(u) +
-    l2(e_target)), l2 = sum(x^2)/2 over the batch. Scoring C candidates reuses one user vector per row, and the
-    full catalogue is one matmul.
+    l2(e_target)), l2 = sum(x^2)/2 over the training rows. Scoring C candidates reuses one user vector per row (a
+    paired training batch encodes each history once for its positive and its negative; u counts once per row in
+    the L2, as when the two rows were separate), and the full catalogue is one matmul.
     """
-
-    train_format = "pointwise"
 
     def user_vector(self, batch: Batch) -> torch.Tensor:
         raise NotImplementedError
 
-    def score(self, batch: Batch, candidates: torch.Tensor) -> torch.Tensor:
+    def logits_and_penalty(self, batch: Batch, candidates: torch.Tensor,
+                           penalty: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
         u = self.user_vector(batch)  # [B, D], shared by the C candidates
-        return self.emb.item_bias(candidates) + torch.einsum("bd,bcd->bc", u, self.emb(candidates))  # [B, C]
+        t = self.emb(candidates)  # [B, C, D]
+        logits = self.emb.item_bias(candidates) + torch.einsum("bd,bcd->bc", u, t)  # [B, C]
+        if not penalty:
+            return logits, None
+        return logits, self.l2_reg * l2_half_sum(u[:, None].expand_as(t), t)
 
     @torch.no_grad()
     def full_scores(self, batch: Batch, chunk: int = 0) -> torch.Tensor:
         return self.user_vector(batch) @ self.emb.all_items().T + self.emb.bias.weight.T  # [B, n_items]
-
-    def loss(self, batch: Batch) -> torch.Tensor:
-        u = self.user_vector(batch)  # [B, D]
-        t = self.emb(batch.target)  # [B, D]
-        logits = self.emb.item_bias(batch.target) + (u * t).sum(-1)  # [B]
-        bce = nn.functional.binary_cross_entropy_with_logits(logits, batch.label)
-        return bce + self.l2_reg * l2_half_sum(u, t)

@@ -71,6 +71,8 @@ class Block(nn.Module):
 @register("sasrec")
 class SASRec(SeqRecModel):
     train_format = "sequence"
+    data_parallel = False
+    data_parallel_note = "its loss is a mean over the batch's positions, whose count only the whole batch knows (one row per user: an epoch is a few dozen steps anyway)"
 
     def __init__(self, n_users: int, n_items: int, n_categories: int, item_category: np.ndarray,
                  dim: int = 64, n_blocks: int = 2, n_heads: int = 1, dropout: float = 0.2, max_len: int = 50,

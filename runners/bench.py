@@ -33,6 +33,7 @@ linearly and marked). Results go to <out>/bench.csv, <out>/bench.md and, with --
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -55,7 +56,8 @@ TABLE3 = ("bpr", "bilstm", "bilstm_att", "cnn", "atrank")
 TARGET_EPOCH_S = {"atrank": 360.0, **{m: 600.0 for m in TABLE3 if m != "atrank"}}  # issue #7
 TARGET_EVAL_S, TARGET_SPLIT_S, TARGET_RSS_MB = 30.0, 30.0, 4096.0
 WIDTH_EDGES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)  # stratum k holds batches of width in (edge[k-1], edge[k]]
-NAIVE_OPTIMIZER = {"optimizer": "adam", "lr": 1e-3, "sparse_grad": False, "bucket_by_length": False}
+NAIVE_OPTIMIZER = {"optimizer": "adam", "lr": 1e-3, "sparse_grad": False, "bucket_by_length": False,
+                   "pair_rows": False}
 
 
 def peak_rss_mb() -> float:
@@ -162,10 +164,12 @@ def _child_model(spec: dict) -> dict:
 
     from datasets.batches import BatchMaker, batch_order, eval_rows, train_rows
     from models.registry import get_model
-    from runners.trainer import TrainSettings, configure_runtime, prepare_optimizer, seed_everything, train_step
+    from runners.trainer import (TrainSettings, configure_runtime, prepare_optimizer, seed_everything, train_step,
+                                 worker_batch)
 
     naive = spec["variant"] == "naive"
     # as runners/run.py: threads, denormals flushed (naive: not); the allocator comes from the env the parent set
+    processes = spec.get("processes", 1)
     configure_runtime(spec["num_threads"], flush_denormal=not naive and spec["flush_denormal"])
     table, split = _load_data(spec)
     rss_data = peak_rss_mb()
@@ -179,16 +183,19 @@ def _child_model(spec: dict) -> dict:
            "rss_data_mb": rss_data, "batch_size": s.batch_size, "optimizer": s.optimizer}
 
     t0 = time.perf_counter()
-    rows = train_rows(table, split, model.train_format)
+    paired = s.pair_rows and model.train_format == "pointwise"
+    per = 2 if paired else 1  # training rows per index of `rows`
+    rows = train_rows(table, split, model.train_format, paired=paired)
     hist_len = rows.end - table.indptr[rows.user]
     if s.max_len:
         hist_len = np.minimum(hist_len, s.max_len)
     width = max(int(hist_len.max()), 1)
     maker = _padded_maker(table, s.max_len, width) if naive else BatchMaker(table, max_len=s.max_len)
-    batches = batch_order(rows, s.batch_size, np.random.default_rng([s.seed, 0]),
+    batches = batch_order(rows, s.batch_size // per, np.random.default_rng([s.seed, 0]),
                           bucket_by_length=s.bucket_by_length, indptr=table.indptr)
     out["prep_s"] = time.perf_counter() - t0
-    out.update(rows_per_epoch=len(rows), batches_per_epoch=len(batches), pad_width=width if naive else None)
+    out.update(rows_per_epoch=len(rows) * per, batches_per_epoch=len(batches), pad_width=width if naive else None,
+               pair_rows=paired, processes=processes)
     optimizer, params = prepare_optimizer(model, s)
     out["sparse_grad"] = any(getattr(m, "sparse", False) for m in model.modules())
 
@@ -200,14 +207,17 @@ def _child_model(spec: dict) -> dict:
         widths = np.array([max(int(hist_len[b].max()), 1) for b in batches])
         strata = _strata(widths, spec["steps"], rng)
 
-    def one_pass(picks: list[tuple[int, list[int]]]) -> tuple[float, float, int]:
-        """Projected epoch (wall s, CPU s) from timing every drawn batch once, in random order."""
+    def shuffled(picks: list[tuple[int, list[int]]]) -> list[tuple[int, int]]:
         order = [(k, i) for k, (_, idx) in enumerate(picks) for i in idx]
-        order = [order[j] for j in rng.permutation(len(order))]
+        return [order[j] for j in rng.permutation(len(order))]
+
+    def one_pass(picks: list[tuple[int, list[int]]], order: list[tuple[int, int]], sync) -> tuple[float, float, int]:
+        """Projected epoch (wall s, CPU s) from timing every drawn batch once, in random order."""
         wall, cpu = np.zeros(len(picks)), np.zeros(len(picks))
         for k, i in order:
             w0, c0 = time.perf_counter(), time.process_time()
-            train_step(model, optimizer, params, maker.make(rows.take(batches[i])), s.clip_norm)
+            train_step(model, optimizer, params, worker_batch(maker, rows, batches[i], per, sync), s.clip_norm,
+                       sync=sync)
             wall[k] += time.perf_counter() - w0
             cpu[k] += time.process_time() - c0
         n_drawn = np.array([len(idx) for _, idx in picks])
@@ -216,14 +226,23 @@ def _child_model(spec: dict) -> dict:
 
     model.train()
     warm = [(n, idx[: spec["warmup"]]) for n, idx in strata]
-    one_pass(warm)
-    passes = [one_pass(strata) for _ in range(spec["repeats"])]
+    plan = [(warm, shuffled(warm))] + [(strata, shuffled(strata)) for _ in range(spec["repeats"])]
+    helpers = contextlib.nullcontext()
+    if processes > 1:  # the helpers run the same global batches (runners/data_parallel.run_program)
+        from runners.data_parallel import Helpers
+
+        program = [batches[i] for _, order in plan for _, i in order]
+        helpers = Helpers(model, table, split, s, processes, spec.get("backend", "shm"), spec["num_threads"] or 1,
+                          spec["flush_denormal"], program)
+    with helpers as sync:
+        passes = [one_pass(picks, order, sync) for picks, order in plan][1:]
     epoch_wall = [p[0] for p in passes]
     out.update(steps_timed=passes[0][2], strata=len(strata), epoch_s_all=epoch_wall,
                epoch_s=statistics.median(epoch_wall), epoch_s_min=min(epoch_wall), epoch_s_max=max(epoch_wall),
                epoch_cpu_s=statistics.median(p[1] for p in passes))
-    out["ex_per_s"] = len(rows) / out["epoch_s"]
-    out["ex_per_s_min"], out["ex_per_s_max"] = len(rows) / out["epoch_s_max"], len(rows) / out["epoch_s_min"]
+    out["ex_per_s"] = out["rows_per_epoch"] / out["epoch_s"]
+    out["ex_per_s_min"] = out["rows_per_epoch"] / out["epoch_s_max"]
+    out["ex_per_s_max"] = out["rows_per_epoch"] / out["epoch_s_min"]
 
     if not naive and spec["eval_users"] != 0:
         from runners.evaluation import evaluate  # (imports scikit-learn: only where needed)
@@ -315,6 +334,53 @@ def _compose(model: str, overrides: list[str]) -> tuple[dict, dict, int | None, 
     settings.update(progress=False, checkpoint_path=None)
     threads = cfg.trainer.num_threads
     return settings, model_params(cfg), int(threads) if threads else None, bool(cfg.trainer.get("flush_denormal", True))
+
+
+def _compare_paths(spec: dict, default: dict, processes: int, env: dict, timeout: float, model: str) -> dict:
+    """Epoch time and examples/s of the earlier path (independent rows) and of the data-parallel one, beside the
+    default (paired rows, one process); "-" where a path does not apply to the model."""
+    from models.registry import get_model
+
+    cls = get_model(model)
+    out = {"paired_ex_per_s": default["ex_per_s"], "paired_epoch_s": default["epoch_s"],
+           "threads": default["threads"]}
+    fast = {**spec, "eval_users": 0, "profile": 0}
+    if cls.train_format == "pointwise":
+        today = _child("model-child", {**fast, "settings": {**spec["settings"], "pair_rows": False}}, env, timeout)
+        if "error" not in today:
+            out.update(today_ex_per_s=today["ex_per_s"], today_epoch_s=today["epoch_s"])
+    if cls.data_parallel and processes > 1:
+        threads = max(1, (spec["num_threads"] or os.cpu_count() or 1) // processes)
+        dp = _child("model-child", {**fast, "processes": processes, "num_threads": threads}, env, timeout)
+        if "error" in dp:
+            out["dp_error"] = dp["error"]
+            print(f"  {model}: {processes} processes FAILED {dp['error']}\n{dp.get('stderr', '')[-1500:]}")
+        else:
+            out.update(dp_ex_per_s=dp["ex_per_s"], dp_epoch_s=dp["epoch_s"], dp_threads=dp["threads"])
+    base = out.get("today_epoch_s", out["paired_epoch_s"])
+    best = min(out["paired_epoch_s"], out.get("dp_epoch_s", math.inf))
+    out["speedup_vs_today"] = base / best
+    print(f"  {model} paths: today {_minutes(out.get('today_epoch_s'))} min, paired {_minutes(out['paired_epoch_s'])}"
+          f" min, paired + {processes} processes {_minutes(out.get('dp_epoch_s'))} min", flush=True)
+    return out
+
+
+def _paths_markdown(rows: list[dict], dataset: str, processes: int) -> str:
+    lines = [f"### {dataset}: training paths (same run)", "",
+             f"| model | today: ex/s | today: epoch (min) | paired: ex/s | paired: epoch (min) | paired + {processes} "
+             f"processes: ex/s | paired + {processes} processes: epoch (min) | fastest vs today |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['model']} | {_fmt(r.get('today_ex_per_s'))} | {_minutes(r.get('today_epoch_s'))} | "
+                     f"{_fmt(r['paired_ex_per_s'])} | {_minutes(r['paired_epoch_s'])} | {_fmt(r.get('dp_ex_per_s'))} | "
+                     f"{_minutes(r.get('dp_epoch_s'))} | {_fmt(r['speedup_vs_today'], '.2f')}x |")
+    t = rows[0]
+    lines += ["", f"today = independent rows (trainer.pair_rows=false), one process, {t['threads']} thread(s); paired = "
+              f"the default (B/2 prefixes per batch of B rows), one process, same threads; paired + {processes} "
+              f"processes = trainer.processes={processes}, {t.get('dp_threads', '-')} thread(s) each, gradients summed "
+              "through shared memory. '-': the path does not apply (pairing is for pointwise models; AttRec, SASRec "
+              "and POP train in one process)."]
+    return "\n".join(lines)
 
 
 def _fmt(x, spec: str = ",.0f", none: str = "-") -> str:
@@ -437,6 +503,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=None, help="timed passes (3; quick: 2)")
     parser.add_argument("--naive-steps", type=int, default=None, help="batches timed per naive pass (8; quick: 2)")
     parser.add_argument("--no-naive", action="store_true", help="skip the naive baseline")
+    parser.add_argument("--compare-paths", action="store_true",
+                        help="also time each model's earlier path (independent rows: trainer.pair_rows=false) and "
+                             "paired rows on --processes data-parallel workers, side by side with the default")
+    parser.add_argument("--processes", type=int, default=2, help="workers of the data-parallel path (2)")
     parser.add_argument("--eval-users", type=int, default=-1, help="test users evaluated (-1 all, 0 none)")
     parser.add_argument("--eval-repeats", type=int, default=1)
     parser.add_argument("--profile", type=int, default=0, metavar="STEPS",
@@ -483,7 +553,7 @@ def main(argv: list[str] | None = None) -> int:
     t_start = time.perf_counter()
     malloc_env = {} if args.no_malloc_tuning else {k: str(v) for k, v in MALLOC_TUNING.items()}
     results: dict = {"machine": machine, "args": {k: str(v) for k, v in vars(args).items()}, "datasets": {}}
-    csv_rows, md = [], []
+    csv_rows, md, all_path_rows = [], [], []
     with tempfile.TemporaryDirectory(prefix="seqrec_bench_") as tmp:
         datasets = [("electronics_like", {"dataset": "electronics_like", "scale": args.scale, "seed": args.seed,
                                           "table_path": f"{tmp}/table.npz", "split_path": f"{tmp}/split.npz"})]
@@ -502,7 +572,7 @@ def main(argv: list[str] | None = None) -> int:
             results["datasets"][name] = {"data": data, "models": {}}
             print(f"{name}: " + ", ".join(f"{k} {v:.2f} s" for k, v in data.items() if k.endswith("_s"))
                   + f", stats {data['stats']}, peak RSS {data['peak_rss_mb']:,.0f} MB", flush=True)
-            rows = []
+            rows, path_rows = [], []
             real = name != "electronics_like"
             for model in models:
                 settings, params, threads, ftz = _compose(model, args.overrides)
@@ -518,6 +588,10 @@ def main(argv: list[str] | None = None) -> int:
                     naive = _child("model-child", {**spec, "variant": "naive", "steps": args.naive_steps,
                                                    "warmup": 1}, {}, args.timeout)
                 results["datasets"][name]["models"][model] = {"optimised": opt, "naive": naive}
+                if args.compare_paths and "error" not in opt:
+                    paths = _compare_paths(spec, opt, args.processes, malloc_env, args.timeout, model)
+                    results["datasets"][name]["models"][model]["paths"] = paths
+                    path_rows.append({"dataset": name, "model": model, **paths})
                 from models.registry import get_model
 
                 fmt = get_model(model).train_format
@@ -537,6 +611,9 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append(row)
                 csv_rows.append({"dataset": name, **row})
             md.append(_clothing_markdown(rows, data) if real else _markdown(rows, data, f"{name} x{args.scale:g}"))
+            if path_rows:
+                md.append(_paths_markdown(path_rows, name, args.processes))
+                all_path_rows.extend(path_rows)
             md += [_profile_markdown(f"{m} ({name})", r["profile"])
                    for m, r in ((m, v["optimised"]) for m, v in results["datasets"][name]["models"].items())
                    if r.get("profile")]
@@ -551,6 +628,8 @@ def main(argv: list[str] | None = None) -> int:
     text = (f"## Benchmark ({time.strftime('%Y-%m-%d %H:%M')})\n\nMachine: {machine}.\nCommand: `{command.strip()}`"
             f"\n\n" + "\n\n".join(md) + "\n")
     (out_dir / "bench.md").write_text(text)
+    if all_path_rows:
+        pd.DataFrame(all_path_rows).to_csv(out_dir / "paths.csv", index=False)
     (out_dir / "bench.json").write_text(json.dumps(results, indent=1, default=str))
     print("\n" + text)
     print(f"bench: {time.perf_counter() - t_start:.0f} s; wrote {out_dir / 'bench.csv'}, {out_dir / 'bench.md'}")

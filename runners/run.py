@@ -75,7 +75,30 @@ def train_settings(cfg: DictConfig, checkpoint_path: Path | None) -> TrainSettin
         eval_batch_size=t.eval_batch_size, select_on=p.select_on, track_test=p.track_test, patience=t.patience,
         seed=cfg.seed,
         progress=show_progress(t.progress), checkpoint_path=str(checkpoint_path) if checkpoint_path else None,
-        checkpoint_every=t.checkpoint_every, debug_nan_at_step=t.debug_nan_at_step)
+        checkpoint_every=t.checkpoint_every, debug_nan_at_step=t.debug_nan_at_step, pair_rows=t.pair_rows,
+        debug_worker_raise_at_step=t.debug_worker_raise_at_step)
+
+
+def worker_threads(num_threads: int | None, processes: int) -> int | None:
+    """torch threads of each training process: as set, else the cores shared out between the processes."""
+    if num_threads:
+        return int(num_threads)
+    return None if processes == 1 else max(1, (os.cpu_count() or 1) // processes)
+
+
+def train_processes(model, table, split: Split, settings: TrainSettings, guard: TestSetGuard, log_curve,
+                    processes: int, backend: str, threads: int | None, flush_denormal: bool):
+    """train() in this process, or as rank 0 of `processes` data-parallel workers (runners/data_parallel.py)."""
+    if processes < 1:
+        raise ValueError(f"trainer.processes must be >= 1, got {processes}")
+    if processes == 1:
+        return train(model, table, split, settings, guard, log_metrics=log_curve)
+    if not model.data_parallel:
+        raise ValueError(f"model {model.name!r} cannot train with trainer.processes > 1: {model.data_parallel_note}")
+    from runners.data_parallel import Helpers
+
+    with Helpers(model, table, split, settings, processes, backend, threads or 1, flush_denormal) as sync:
+        return train(model, table, split, settings, guard, log_metrics=log_curve, sync=sync)
 
 
 def outcomes_table(table, outcome) -> str:
@@ -113,7 +136,8 @@ def run(cfg: DictConfig, sweep_dir: str | None = None) -> dict:
 
     t_start = time.time()
     tune_malloc()  # glibc allocator settings (runners/trainer.py MALLOC_TUNING; MALLOC_* variables set by hand win)
-    configure_runtime(cfg.trainer.num_threads, cfg.trainer.get("flush_denormal", True))  # +trainer.flush_denormal=false
+    threads = worker_threads(cfg.trainer.num_threads, int(cfg.trainer.processes))
+    configure_runtime(threads, cfg.trainer.flush_denormal)
     data_root, cache_dir = resolve_paths(cfg)
     table = load_dataset(cfg.dataset.name, cfg.dataset.kind, data_root, cache_dir,
                          OmegaConf.to_container(cfg.dataset.options, resolve=True))
@@ -189,11 +213,12 @@ def run(cfg: DictConfig, sweep_dir: str | None = None) -> dict:
             log.info("%s: %s on %s (%s), %d params, %s", run_name, cfg.model.name, cfg.dataset.name, p.label,
                      sum(x.numel() for x in model.parameters()), settings)
             guard = TestSetGuard(eval_rows(table, split, "test"), p.test_access_limit)
-            debug_raise = cfg.trainer.get("debug_raise")  # testing aid: +trainer.debug_raise=true|MemoryError
+            debug_raise = cfg.trainer.debug_raise  # testing aid: trainer.debug_raise=true|MemoryError
             if debug_raise:
                 raise (MemoryError if str(debug_raise) == "MemoryError" else RuntimeError)(
                     f"trainer.debug_raise={debug_raise}: failure forced for testing")
-            result = train(model, table, split, settings, guard, log_metrics=log_curve)
+            result = train_processes(model, table, split, settings, guard, log_curve, int(cfg.trainer.processes),
+                                     cfg.trainer.dist_backend, threads, cfg.trainer.flush_denormal)
             # the selected weights are loaded; the one final read of the test set computes every metric
             maker = BatchMaker(table, max_len=settings.max_len)
             test, test_extra = final_evaluation(model, maker, guard.rows(), split, settings.eval_batch_size,

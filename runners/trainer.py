@@ -16,20 +16,24 @@ import resource
 import sys
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import torch
 from torch.profiler import record_function
 from tqdm.auto import tqdm
 
-from datasets.batches import BatchMaker, batch_order, eval_rows, train_rows
+from datasets.batch import Batch
+from datasets.batches import BatchMaker, Rows, batch_order, eval_rows, train_rows
 from datasets.split import Split
 from datasets.table import Table
 from models.interface import SeqRecModel
 from runners.evaluation import EvalOutcome, TestSetGuard, evaluate
+
+if TYPE_CHECKING:
+    from runners.data_parallel import GradientSync
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +63,8 @@ class TrainSettings:
     checkpoint_every: int = 0  # steps; 0 = no periodic checkpoints
     debug_nan_at_step: int | None = None  # testing aid: the loss becomes NaN at this step
     sparse_grad: str | bool = "auto"  # sparse embedding gradients: auto = when the update is the same (sparse_grad_ok)
+    pair_rows: bool = True  # pointwise models: a batch of B rows = B/2 prefixes, each with its positive and negative
+    debug_worker_raise_at_step: int | None = None  # testing aid: data-parallel worker 1 raises at this step
 
 
 def make_optimizer(name: str, params, lr: float, weight_decay: float) -> torch.optim.Optimizer:
@@ -110,10 +116,15 @@ def clip_grad_norm(params: list[torch.nn.Parameter], max_norm: float) -> torch.T
     return total
 
 
+def wants_sparse_grad(s: TrainSettings) -> bool:
+    """Whether settings `s` train the embedding tables with sparse gradients (sparse_grad: auto | true | false)."""
+    return sparse_grad_ok(s.optimizer, s.weight_decay) if s.sparse_grad == "auto" else bool(s.sparse_grad)
+
+
 def prepare_optimizer(model: SeqRecModel, s: TrainSettings) -> tuple[torch.optim.Optimizer, list]:
     """The optimiser of settings `s` for `model` (sparse embedding gradients where sparse_grad_ok) and the parameter
     list the step clips. Shared by train() and runners/bench.py."""
-    sparse = sparse_grad_ok(s.optimizer, s.weight_decay) if s.sparse_grad == "auto" else bool(s.sparse_grad)
+    sparse = wants_sparse_grad(s)
     use_sparse_embeddings(model, sparse)
     params = list(model.parameters())
     if not sparse:
@@ -127,22 +138,32 @@ def prepare_optimizer(model: SeqRecModel, s: TrainSettings) -> tuple[torch.optim
     return make_optimizer(s.optimizer, [g for g in groups if g["params"]], s.lr, s.weight_decay), params
 
 
-def train_step(model: SeqRecModel, optimizer: torch.optim.Optimizer, params: list, batch, clip_norm: float | None,
-               poison: bool = False, label_phases: bool = False) -> float:
+def train_step(model: SeqRecModel, optimizer: torch.optim.Optimizer, params: list, batch: Batch | None,
+               clip_norm: float | None, poison: bool = False, label_phases: bool = False,
+               sync: "GradientSync | None" = None) -> float:
     """One optimiser step on `batch`: loss, backward, clip, step, after_step; returns the loss. The body of train()'s
     loop, also timed by runners/bench.py. `poison` (testing aid) makes the loss NaN. `label_phases`: mark forward,
-    backward and optimiser for torch.profiler (runners/bench.py --profile; off otherwise: ~13 us per label)."""
+    backward and optimiser for torch.profiler (runners/bench.py --profile; off otherwise: ~13 us per label).
+    `sync` (data-parallel workers): `batch` is this worker's share of the global batch (None: an empty share) and
+    the gradients and the loss are summed over the workers before clipping; the returned loss is the global one."""
     phase = record_function if label_phases else contextlib.nullcontext  # nullcontext(name): a no-op
     with phase("step/forward"):
-        loss = model.loss(batch)
-    if poison:
+        loss = model.loss(batch) if batch is not None else None
+    if poison and loss is not None:
         loss = loss * float("nan")
-    value = loss.item()
-    if not math.isfinite(value):
-        raise FloatingPointError(f"{model.name}: loss is {value}")
+    optimizer.zero_grad(set_to_none=True)
+    if sync is None:
+        value = loss.item()
+        if not math.isfinite(value):
+            raise FloatingPointError(f"{model.name}: loss is {value}")
     with phase("step/backward"):
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        if loss is not None:
+            loss.backward()
+    if sync is not None:
+        with phase("step/allreduce"):
+            value = sync.reduce(loss.item() if loss is not None else 0.0)
+        if not math.isfinite(value):  # every worker sees the same global loss, so all stop here together
+            raise FloatingPointError(f"{model.name}: loss is {value}")
     with phase("step/optimizer"):
         if clip_norm:
             clip_grad_norm(params, clip_norm)
@@ -216,6 +237,31 @@ class TrainResult:
     history: list[dict] = field(default_factory=list)
 
 
+def worker_batch(maker: BatchMaker, rows: Rows, idx: np.ndarray, rows_per_index: int,
+                  sync: "GradientSync | None") -> Batch | None:
+    """The batch of global indices `idx`, or this data-parallel worker's share of it (None when empty), whose
+    means divide by the global batch's row count."""
+    if sync is None:
+        return maker.make(rows.take(idx))
+    from runners.data_parallel import shard
+
+    local = shard(idx, sync.world, sync.rank)
+    if not len(local):
+        return None
+    return replace(maker.make(rows.take(local)), mean_rows=len(idx) * rows_per_index)
+
+
+@contextlib.contextmanager
+def all_threads():
+    """Every core for torch while the block runs (rank 0 evaluating while the other workers wait)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(os.cpu_count() or before)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def _atomic_torch_save(obj, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -223,22 +269,33 @@ def _atomic_torch_save(obj, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def train(model: SeqRecModel, table: Table, split: Split, s: TrainSettings, test_guard: TestSetGuard,
-          log_metrics: Callable[[dict[str, float], int], None] = lambda m, step: None) -> TrainResult:
+def train(model: SeqRecModel, table: Table, split: Split, s: TrainSettings, test_guard: TestSetGuard | None,
+          log_metrics: Callable[[dict[str, float], int], None] = lambda m, step: None,
+          sync: "GradientSync | None" = None) -> TrainResult | None:
     """Train `model`, evaluating the selection split every `eval_every` steps; leave the selected weights loaded.
 
     select_on="test": the paper protocol (test read through `test_guard` at every evaluation, best test AUC kept).
     select_on="valid": selection on validation; test is not read here (unless `track_test`, a diagnostic), so the
     caller reads it once, with the selected weights.
+    `sync` (runners/data_parallel.py): this process is one worker of a data-parallel run and trains its share of
+    every global batch; rank 0 also evaluates, selects, logs and checkpoints, the other ranks only train and
+    return None.
     """
     seed_everything(s.seed)
     if s.select_on not in ("test", "valid"):
         raise ValueError(f"select_on must be 'test' or 'valid', got {s.select_on!r}")
+    main = sync is None or sync.rank == 0
     fmt = model.train_format
-    rows = train_rows(table, split, fmt)
+    paired = s.pair_rows and fmt == "pointwise"
+    if paired and s.batch_size % 2:
+        raise ValueError(f"trainer.pair_rows=true needs an even batch size (B rows = B/2 prefixes), got "
+                         f"{s.batch_size}")
+    rows = train_rows(table, split, fmt, paired=paired)
+    rows_per_index = 2 if paired else 1  # training rows each index of `rows` stands for
+    indices_per_batch = s.batch_size // rows_per_index
     maker = BatchMaker(table, max_len=s.max_len)
-    select_rows = eval_rows(table, split, "valid") if s.select_on == "valid" else None
-    batches_per_epoch = math.ceil(len(rows) / s.batch_size)
+    select_rows = eval_rows(table, split, "valid") if s.select_on == "valid" and main else None
+    batches_per_epoch = math.ceil(len(rows) / indices_per_batch)
     total_steps = s.epochs * batches_per_epoch if s.max_steps is None else min(s.max_steps,
                                                                                s.epochs * batches_per_epoch)
     optimizer, params = prepare_optimizer(model, s)
@@ -266,6 +323,13 @@ def train(model: SeqRecModel, table: Table, split: Split, s: TrainSettings, test
 
     def run_eval() -> float:
         nonlocal best_state, best_eval
+        if sync is not None:  # the other workers wait at the next barrier: rank 0 evaluates on every core
+            with all_threads():
+                return evaluate_and_select()
+        return evaluate_and_select()
+
+    def evaluate_and_select() -> float:
+        nonlocal best_state, best_eval
         eval_set = select_rows if select_rows is not None else test_guard.rows()  # paper: selects on test
         outcome = evaluate(model, maker, eval_set, s.eval_batch_size)
         score = outcome.auc
@@ -291,31 +355,36 @@ def train(model: SeqRecModel, table: Table, split: Split, s: TrainSettings, test
         return score
 
     def save_checkpoint() -> None:
-        if ckpt is None:
+        if ckpt is None or not main:
             return
         _atomic_torch_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "state": state,
                             "best_state": best_state, "best_eval": best_eval, "rng_python": random.getstate(),
                             "rng_numpy": np.random.get_state(), "rng_torch": torch.get_rng_state()}, ckpt)
 
     model.train()
-    bar = tqdm(total=total_steps, initial=state["step"], disable=not s.progress, desc=model.name, unit="step",
+    bar = tqdm(total=total_steps, initial=state["step"], disable=not (s.progress and main), desc=model.name, unit="step",
                dynamic_ncols=True, file=sys.stderr)
     loss_sum, loss_n = 0.0, 0
     stopped_early = s.patience is not None and state["bad_evals"] >= s.patience  # resumed after an early stop
     while state["step"] < total_steps and not stopped_early:
         order_epoch = state["epoch"] if s.reshuffle else 0
-        batches = batch_order(rows, s.batch_size, np.random.default_rng([s.seed, order_epoch]),
+        batches = batch_order(rows, indices_per_batch, np.random.default_rng([s.seed, order_epoch]),
                               bucket_by_length=s.bucket_by_length, indptr=table.indptr)
         for idx in batches[state["batch_in_epoch"]:]:
             t0 = time.perf_counter()
             poison = s.debug_nan_at_step is not None and state["step"] + 1 >= s.debug_nan_at_step
             try:
-                loss = train_step(model, optimizer, params, maker.make(rows.take(idx)), s.clip_norm, poison)
+                batch = worker_batch(maker, rows, idx, rows_per_index, sync)
+                if (sync is not None and sync.rank == 1 and s.debug_worker_raise_at_step is not None
+                        and state["step"] + 1 >= s.debug_worker_raise_at_step):
+                    raise RuntimeError(f"trainer.debug_worker_raise_at_step={s.debug_worker_raise_at_step}: "
+                                       "worker 1 fails for testing")
+                loss = train_step(model, optimizer, params, batch, s.clip_norm, poison, sync=sync)
             except FloatingPointError as e:
                 raise FloatingPointError(f"{e} at step {state['step'] + 1} (epoch {state['epoch']}); lower the lr "
                                          f"or check the inputs") from None
             state["train_seconds"] += time.perf_counter() - t0
-            state["examples"] += len(idx)
+            state["examples"] += len(idx) * rows_per_index
             state["step"] += 1
             state["batch_in_epoch"] += 1
             loss_sum, loss_n = loss_sum + loss, loss_n + 1
@@ -323,12 +392,14 @@ def train(model: SeqRecModel, table: Table, split: Split, s: TrainSettings, test
             if s.lr_decay_step is not None and state["step"] == s.lr_decay_step:
                 set_lr(s.lr_after_decay)
             if s.eval_every and state["step"] % s.eval_every == 0:
-                log_metrics({"train_loss": loss_sum / loss_n}, state["step"])
+                if main:
+                    log_metrics({"train_loss": loss_sum / loss_n}, state["step"])
+                    auc = run_eval()
+                    bar.set_postfix({f"{s.select_on}_auc": f"{auc:.4f}", "best": f"{state['best_score']:.4f}"})
+                    stopped_early = s.patience is not None and state["bad_evals"] >= s.patience
+                if sync is not None:
+                    stopped_early = sync.agree(stopped_early)
                 loss_sum, loss_n = 0.0, 0
-                auc = run_eval()
-                bar.set_postfix({f"{s.select_on}_auc": f"{auc:.4f}", "best": f"{state['best_score']:.4f}"})
-                if s.patience is not None and state["bad_evals"] >= s.patience:
-                    stopped_early = True
             if s.checkpoint_every and state["step"] % s.checkpoint_every == 0:
                 save_checkpoint()
             if state["step"] >= total_steps or stopped_early:
@@ -337,13 +408,17 @@ def train(model: SeqRecModel, table: Table, split: Split, s: TrainSettings, test
             state["epoch"] += 1
             state["batch_in_epoch"] = 0
             if not s.eval_every:
-                if loss_n:
-                    log_metrics({"train_loss": loss_sum / loss_n}, state["step"])
+                if main:
+                    if loss_n:
+                        log_metrics({"train_loss": loss_sum / loss_n}, state["step"])
+                    run_eval()
+                    stopped_early = s.patience is not None and state["bad_evals"] >= s.patience
+                if sync is not None:
+                    stopped_early = sync.agree(stopped_early)
                 loss_sum, loss_n = 0.0, 0
-                run_eval()
-                if s.patience is not None and state["bad_evals"] >= s.patience:
-                    stopped_early = True
     bar.close()
+    if not main:
+        return None
     if not state["history"] or state["history"][-1]["step"] != state["step"]:
         if loss_n:
             log_metrics({"train_loss": loss_sum / loss_n}, state["step"])

@@ -211,7 +211,7 @@ def test_running_a_finished_sweep_again_runs_no_job_and_leaves_the_report_unchan
 
 def test_one_job_raising_is_failed_in_mlflow_and_the_sweep_goes_on_and_says_so(tmp_path):
     env = env_for(tmp_path)
-    res = cli(["-m", *BPR, "+trainer.debug_raise=false,true", *NO_REPORT, *where(tmp_path, "sweep")], env, tmp_path)
+    res = cli(["-m", *BPR, "trainer.debug_raise=false,true", *NO_REPORT, *where(tmp_path, "sweep")], env, tmp_path)
     assert res.returncode == 1, tail(res)
     assert "2 job(s): 1 finished, 0 skipped (already finished), 1 failed" in res.stdout
     assert "FAILED bpr/sample/seed0: RuntimeError: trainer.debug_raise=True" in res.stdout
@@ -229,7 +229,7 @@ def test_out_of_memory_marks_the_run_failed_with_the_reason(tmp_path, monkeypatc
     monkeypatch.chdir(tmp_path)  # MLflow's default artifact folder ./mlruns goes to tmp
     monkeypatch.setenv("SEQREC_CACHE", str(tmp_path / "cache"))
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    cfg = compose([*BPR, "+trainer.debug_raise=MemoryError", f"paths.cache_dir={tmp_path / 'cache'}",
+    cfg = compose([*BPR, "trainer.debug_raise=MemoryError", f"paths.cache_dir={tmp_path / 'cache'}",
                    f"mlflow.tracking_uri={uri}"])
     with pytest.raises(MemoryError):  # main() records it and lets the sweep go on (as any Exception)
         run(cfg)
@@ -411,12 +411,12 @@ def test_a_failed_trial_is_a_failed_optuna_trial_and_the_study_goes_on(tmp_path)
     res = cli(["-m", "hydra/sweeper=optuna", "hydra/sweeper/sampler=random", "hydra.sweeper.sampler.seed=0",
                "hydra.sweeper.direction=maximize", "hydra.sweeper.n_trials=2", "hydra.sweeper.n_jobs=1",
                "protocol=loo_val",
-               "+trainer.debug_raise=choice(false,true)", *BPR, *NO_REPORT, *where(tmp_path, "tune")], env, tmp_path)
+               "trainer.debug_raise=choice(false,true)", *BPR, *NO_REPORT, *where(tmp_path, "tune")], env, tmp_path)
     assert res.returncode == 1, tail(res)  # the summary's exit code: one job failed
     assert "2 job(s): 1 finished, 0 skipped (already finished), 1 failed" in res.stdout
     assert "Failed experiment" in res.stdout + res.stderr  # optuna recorded the failed trial
     result = yaml.safe_load((tmp_path / "multirun" / "tune" / "optimization_results.yaml").read_text())
-    assert result["best_params"] == {"+trainer.debug_raise": False}
+    assert result["best_params"] == {"trainer.debug_raise": False}
     (finished,) = [r for r in runs_in(f"sqlite:///{tmp_path / 'mlflow.db'}", "sample/loo_val")
                    if r.info.status == "FINISHED"]
     assert result["best_value"] == finished.data.metrics["best_valid_auc"]
