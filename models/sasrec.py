@@ -75,7 +75,7 @@ class SASRec(SeqRecModel):
     data_parallel_note = "its loss is a mean over the batch's positions, whose count only the whole batch knows (one row per user: an epoch is a few dozen steps anyway)"
 
     def __init__(self, n_users: int, n_items: int, n_categories: int, item_category: np.ndarray,
-                 dim: int = 64, n_blocks: int = 2, n_heads: int = 1, dropout: float = 0.2, max_len: int = 50,
+                 dim: int = 64, n_blocks: int = 2, n_heads: int = 1, dropout: float = 0.5, max_len: int = 50,
                  neg_rounds: int = 10):
         super().__init__()
         self.n_items, self.dim, self.max_len, self.neg_rounds = n_items, dim, max_len, neg_rounds

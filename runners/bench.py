@@ -51,7 +51,6 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if sys.path[0] != str(REPO_ROOT):
     sys.path.insert(0, str(REPO_ROOT))  # our `datasets` package, never Hugging Face's
 
-ALL_MODELS = ("bpr", "bilstm", "bilstm_att", "cnn", "atrank", "din", "attrec", "gru4rec", "sasrec", "pop")
 TABLE3 = ("bpr", "bilstm", "bilstm_att", "cnn", "atrank")
 TARGET_EPOCH_S = {"atrank": 360.0, **{m: 600.0 for m in TABLE3 if m != "atrank"}}  # issue #7
 TARGET_EVAL_S, TARGET_SPLIT_S, TARGET_RSS_MB = 30.0, 30.0, 4096.0
@@ -333,7 +332,7 @@ def _compose(model: str, overrides: list[str]) -> tuple[dict, dict, int | None, 
     settings = asdict(train_settings(cfg, None))
     settings.update(progress=False, checkpoint_path=None)
     threads = cfg.trainer.num_threads
-    return settings, model_params(cfg), int(threads) if threads else None, bool(cfg.trainer.get("flush_denormal", True))
+    return settings, model_params(cfg), int(threads) if threads else None, bool(cfg.trainer.flush_denormal)
 
 
 def _compare_paths(spec: dict, default: dict, processes: int, env: dict, timeout: float, model: str) -> dict:
@@ -497,7 +496,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="2%% of the size, fewer steps (a couple of minutes)")
     parser.add_argument("--scale", type=float, default=None, help="generated size (1.0 = Electronics; quick: 0.02)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--models", default=",".join(ALL_MODELS))
+    parser.add_argument("--models", default=None, help="comma-separated (default: every registered model)")
     parser.add_argument("--steps", type=int, default=None, help="batches drawn per width stratum (20; quick: 3)")
     parser.add_argument("--warmup", type=int, default=None, help="batches per stratum in the warm-up pass (2; quick: 1)")
     parser.add_argument("--repeats", type=int, default=None, help="timed passes (3; quick: 2)")
@@ -539,10 +538,13 @@ def main(argv: list[str] | None = None) -> int:
     args.repeats = args.repeats or (2 if q else 3)
     args.naive_steps = args.naive_steps or (2 if q else 8)
     args.warmup = args.warmup if args.warmup is not None else (1 if q else 2)
-    models = [m.strip() for m in args.models.split(",") if m.strip()]
-    unknown = sorted(set(models) - set(ALL_MODELS))
+    from models.registry import available_models
+
+    registered = available_models()
+    models = [m.strip() for m in (args.models or ",".join(registered)).split(",") if m.strip()]
+    unknown = sorted(set(models) - set(registered))
     if unknown:
-        parser.error(f"unknown model(s) {unknown}; choose from {','.join(ALL_MODELS)}")
+        parser.error(f"unknown model(s) {unknown}; choose from {','.join(registered)}")
     clothing = args.clothing if args.clothing is not None else (args.scale == 1.0 and not q)
     out_dir = args.out or REPO_ROOT / "outputs" / "bench" / time.strftime("%Y-%m-%d_%H-%M-%S")
     out_dir.mkdir(parents=True, exist_ok=True)

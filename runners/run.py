@@ -33,7 +33,7 @@ from datasets.load import load_dataset  # noqa: E402
 from datasets.batches import BatchMaker, Rows, eval_rows  # noqa: E402
 from datasets.split import Split, load_split, split_fingerprint  # noqa: E402
 from models.registry import get_model  # noqa: E402
-from runners.tracking import (config_hash, ensure_store, environment_tags, flatten,  # noqa: E402
+from runners.tracking import (code_hash, config_hash, ensure_store, environment_tags, flatten,  # noqa: E402
                               get_or_create_experiment, tracking_uri)
 from runners.evaluation import TestSetGuard, evaluate, extra_metrics, full_ranks  # noqa: E402
 from runners.trainer import (TrainSettings, configure_runtime, peak_rss_mb, seed_everything, train,  # noqa: E402
@@ -148,7 +148,7 @@ def run(cfg: DictConfig, sweep_dir: str | None = None) -> dict:
     with open_dict(cfg):  # log and hash what is built: experiment=reference merges reference_params
         cfg.model.params = params
     resolved = OmegaConf.to_container(cfg, resolve=True)
-    chash = config_hash(resolved, table.content_hash, Path(sys.modules[model_cls.__module__].__file__))
+    chash = config_hash(resolved, table.content_hash, code_hash())
 
     uri = tracking_uri(cfg.mlflow.tracking_uri)
     ensure_store(uri)

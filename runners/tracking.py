@@ -83,16 +83,26 @@ def environment_tags() -> dict[str, str]:
             "torch_threads": str(torch.get_num_threads()), "command": " ".join(sys.argv)}
 
 
-def file_hash(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:12]
+# The packages whose code a run executes (data stages, models, training and evaluation); any edit to one of their
+# files makes a new config hash, so skip_finished never counts a run of older code as done.
+CODE_PACKAGES = ("datasets", "models", "runners")
 
 
-def config_hash(resolved: dict, data_hash: str, model_file: Path) -> str:
-    """Identity of a run: the resolved config minus where/how it runs, the dataset's cache hash and the model code."""
+def code_hash(root: Path = REPO_ROOT, packages: tuple[str, ...] = CODE_PACKAGES) -> str:
+    """sha256 over the path and bytes of every .py file of `packages` under `root`."""
+    h = hashlib.sha256()
+    for package in packages:
+        for path in sorted((root / package).rglob("*.py")):
+            h.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+def config_hash(resolved: dict, data_hash: str, code: str) -> str:
+    """Identity of a run: the resolved config minus where/how it runs, the dataset's cache hash and the code
+    (`code_hash()`)."""
     ignored = {"paths", "mlflow", "skip_finished", "tags"}
     trainer_ignored = {"progress", "num_threads", "checkpoint_every", "eval_batch_size"}
     core = {k: v for k, v in resolved.items() if k not in ignored and k != "hydra"}
     core["trainer"] = {k: v for k, v in core.get("trainer", {}).items() if k not in trainer_ignored}
-    payload = json.dumps({"config": core, "data": data_hash, "model_code": file_hash(model_file)}, sort_keys=True,
-                         default=str)
+    payload = json.dumps({"config": core, "data": data_hash, "code": code}, sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]

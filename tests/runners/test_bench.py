@@ -22,7 +22,7 @@ def test_quick_bench_prints_and_writes_the_table_with_positive_figures(isolated,
     out = tmp_path / "bench"
     res = subprocess.run([sys.executable, str(REPO_ROOT / "runners" / "bench.py"), "--quick", "--scale", "0.005",
                           "--models", ",".join(MODELS), "--steps", "2", "--no-clothing", "--out", str(out),
-                          "--profile", "4", "trainer.num_threads=1"],
+                          "--profile", "4", "--compare-paths", "trainer.num_threads=1"],
                          env=isolated, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
 
@@ -49,3 +49,13 @@ def test_quick_bench_prints_and_writes_the_table_with_positive_figures(isolated,
         assert set(p["phase_share"]) == {"forward", "backward", "optimizer"}
         assert abs(sum(p["phase_share"].values()) - 1.0) < 1e-9 and p["aten_calls_per_step"] > 10
         assert p["top_ops"] and all(0 < o["share"] <= 1 for o in p["top_ops"])
+
+    # --compare-paths: the earlier path (independent rows) where pairing applies (pointwise), 2 processes where the
+    # model can train data-parallel; every figure given is positive
+    paths = pd.read_csv(out / "paths.csv").set_index("model")
+    assert "### electronics_like: training paths (same run)" in res.stdout
+    assert paths.loc["atrank", ["today_ex_per_s", "paired_ex_per_s", "dp_ex_per_s"]].gt(0).all()
+    assert pd.isna(paths.loc["bpr", "today_ex_per_s"]) and paths.loc["bpr", "dp_ex_per_s"] > 0
+    assert pd.isna(paths.loc["sasrec", "today_ex_per_s"]) and pd.isna(paths.loc["sasrec", "dp_ex_per_s"])
+    data = json.loads((out / "bench.json").read_text())["datasets"]["electronics_like"]["data"]
+    assert df.set_index("model").loc["atrank", "rows_per_epoch"] == data["n_train_pointwise"]  # paired: 2 per prefix
