@@ -331,14 +331,19 @@ class Helpers:
                 p.kill()
                 p.wait()
         _remove_dir(self.dir)
-        if self.backend != "shm":
-            import torch.distributed as dist
-
-            if dist.is_initialized():
-                dist.destroy_process_group()
+        _end_process_group()
         failed = [(i + 1, p.returncode) for i, p in enumerate(self.procs) if p.returncode not in (0, -9)]
         if exc is None and failed:
             raise WorkerFailed(f"training worker(s) {failed} exited with an error after rank 0 finished")
+
+
+def _end_process_group() -> None:
+    """Shut torch.distributed down before the process exits (a live gloo group aborts the interpreter's exit)."""
+    if "torch.distributed" in sys.modules:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
 
 
 def _remove_dir(directory: Path) -> None:
@@ -410,4 +415,8 @@ def helper_main(directory: str, rank: int, peers: str, parent_pid: int) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(helper_main(sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])))
+    code = helper_main(sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4]))
+    sys.stdout.flush(), sys.stderr.flush()
+    # A helper's work is done here (rank 0 holds every result); leave without running C++ destructors, where a
+    # live gloo process group sometimes aborts ("terminate called without an active exception").
+    os._exit(code)

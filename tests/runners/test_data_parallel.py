@@ -65,7 +65,7 @@ SGD = TrainSettings(optimizer="sgd", lr=0.3, clip_norm=5.0, batch_size=32, epoch
 @pytest.mark.parametrize("name,settings,processes,backend", [
     ("atrank", SGD, 2, "shm"),
     ("bpr", replace(SGD, clip_norm=None), 2, "shm"),  # sparse user and item tables
-    ("gru4rec", replace(SGD, batch_size=30, pair_rows=False), 3, "shm"),  # unpaired, shares of 10 rows
+    ("gru4rec", replace(SGD, batch_size=30, pair_rows=False, max_steps=25), 3, "shm"),  # unpaired, shares of 10 rows
     ("atrank", replace(SGD, max_steps=20), 2, "gloo"),
 ])
 def test_n_workers_train_the_weights_of_one_process(data, name, settings, processes, backend):
