@@ -36,8 +36,8 @@ from models.registry import get_model  # noqa: E402
 from runners.tracking import (code_hash, config_hash, ensure_store, environment_tags, flatten,  # noqa: E402
                               get_or_create_experiment, tracking_uri)
 from runners.evaluation import TestSetGuard, evaluate, extra_metrics, full_ranks  # noqa: E402
-from runners.trainer import (TrainSettings, configure_runtime, peak_rss_mb, seed_everything, train,  # noqa: E402
-                             tune_malloc)
+from runners.trainer import (TrainSettings, check_settings, configure_runtime, peak_rss_mb,  # noqa: E402
+                             seed_everything, train, tune_malloc)
 
 log = logging.getLogger("seqrec")
 
@@ -101,6 +101,17 @@ def train_processes(model, table, split: Split, settings: TrainSettings, guard: 
         return train(model, table, split, settings, guard, log_metrics=log_curve, sync=sync)
 
 
+def check_config(cfg: DictConfig) -> None:
+    """Before anything runs: trainer keys are the declared ones (a `+trainer.<typo>=` would be ignored) and the
+    training settings are valid (runners/trainer.check_settings)."""
+    declared = set(OmegaConf.load(REPO_ROOT / "conf" / "trainer" / "default.yaml"))
+    unknown = sorted(set(cfg.trainer) - declared)
+    if unknown:
+        raise ValueError(f"unknown trainer setting(s) {unknown}; conf/trainer/default.yaml declares "
+                         f"{', '.join(sorted(declared))}")
+    check_settings(train_settings(cfg, None))
+
+
 def outcomes_table(table, outcome) -> str:
     """Per-user outcomes keyed by raw ids, as CSV text (pairs users with any other run on the same split)."""
     import pandas as pd
@@ -135,6 +146,7 @@ def run(cfg: DictConfig, sweep_dir: str | None = None) -> dict:
     import mlflow
 
     t_start = time.time()
+    check_config(cfg)
     tune_malloc()  # glibc allocator settings (runners/trainer.py MALLOC_TUNING; MALLOC_* variables set by hand win)
     threads = worker_threads(cfg.trainer.num_threads, int(cfg.trainer.processes))
     configure_runtime(threads, cfg.trainer.flush_denormal)

@@ -67,6 +67,30 @@ class TrainSettings:
     debug_worker_raise_at_step: int | None = None  # testing aid: data-parallel worker 1 raises at this step
 
 
+OPTIMIZERS = ("sgd", "adam", "adagrad")
+
+
+def check_settings(s: TrainSettings) -> None:
+    """Reject settings that would train nothing or fail later with an unclear error (ValueError naming the key)."""
+    problems = []
+    if not isinstance(s.batch_size, int) or s.batch_size < 1:
+        problems.append(f"model.batch_size must be an integer >= 1, got {s.batch_size!r}")
+    if s.epochs is None or s.epochs < 1:
+        problems.append(f"the epochs (model.epochs / trainer.epochs) must be >= 1, got {s.epochs!r}")
+    if s.max_steps is not None and s.max_steps < 1:
+        problems.append(f"trainer.max_steps must be >= 1 or null, got {s.max_steps!r}")
+    if not (isinstance(s.lr, (int, float)) and math.isfinite(s.lr) and s.lr > 0):
+        problems.append(f"model.lr must be a finite number > 0, got {s.lr!r}")
+    if s.optimizer not in OPTIMIZERS:
+        problems.append(f"model.optimizer must be one of {', '.join(OPTIMIZERS)}, got {s.optimizer!r}")
+    if s.clip_norm is not None and not (math.isfinite(s.clip_norm) and s.clip_norm > 0):
+        problems.append(f"model.clip_norm must be > 0 or null, got {s.clip_norm!r}")
+    if s.eval_every < 0:
+        problems.append(f"trainer.eval_every must be >= 0, got {s.eval_every!r}")
+    if problems:
+        raise ValueError("invalid training settings:\n  " + "\n  ".join(problems))
+
+
 def make_optimizer(name: str, params, lr: float, weight_decay: float) -> torch.optim.Optimizer:
     if name == "sgd":
         return torch.optim.SGD(params, lr=lr, weight_decay=weight_decay)
@@ -298,6 +322,9 @@ def train(model: SeqRecModel, table: Table, split: Split, s: TrainSettings, test
     batches_per_epoch = math.ceil(len(rows) / indices_per_batch)
     total_steps = s.epochs * batches_per_epoch if s.max_steps is None else min(s.max_steps,
                                                                                s.epochs * batches_per_epoch)
+    if total_steps < 1:
+        raise ValueError(f"{model.name}: nothing to train ({len(rows)} training rows, {total_steps} steps); a run "
+                         "that trained 0 steps is never reported")
     optimizer, params = prepare_optimizer(model, s)
     state = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "best_score": -1.0, "best_step": -1,
              "bad_evals": 0, "examples": 0, "train_seconds": 0.0, "history": [], "best_test_auc": None,

@@ -1,0 +1,36 @@
+"""Bad settings stop before anything runs, with the key and what was expected (never a FINISHED run of an
+untrained model)."""
+from __future__ import annotations
+
+import pytest
+
+from tests.runners.conftest import compose
+
+BASE = ["model=bpr", "dataset=sample"]
+
+
+@pytest.mark.parametrize("override,message", [
+    ("model.batch_size=-32", "model.batch_size must be an integer >= 1, got -32"),
+    ("model.batch_size=0", "model.batch_size must be an integer >= 1, got 0"),
+    ("trainer.epochs=0", "must be >= 1, got 0"),
+    ("trainer.max_steps=0", "trainer.max_steps must be >= 1 or null, got 0"),
+    ("model.lr=nan", "model.lr must be a finite number > 0, got nan"),
+    ("model.lr=-1", "model.lr must be a finite number > 0, got -1"),
+    ("model.optimizer=rmsprop", "model.optimizer must be one of sgd, adam, adagrad, got 'rmsprop'"),
+    ("+trainer.max_step=200", "unknown trainer setting(s) ['max_step']"),
+])
+def test_bad_setting_stops_before_any_run_with_its_key(override, message, tmp_path, monkeypatch):
+    from runners.run import run
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    cfg = compose([*BASE, override, f"paths.cache_dir={tmp_path / 'cache'}", f"mlflow.tracking_uri={uri}"])
+    with pytest.raises(ValueError) as err:
+        run(cfg)
+    assert message in str(err.value)
+    assert not (tmp_path / "mlflow.db").exists()  # stopped before the store, the data and any MLflow run
+
+
+def test_good_settings_pass():
+    from runners.run import check_config
+
+    check_config(compose([*BASE, "trainer.max_steps=5", "model.batch_size=16"]))
