@@ -36,6 +36,7 @@ class SeqRecModel(nn.Module):
     # means over rows (Batch.row_mean) plus sums; models whose loss is not say why here
     data_parallel: ClassVar[bool] = True
     data_parallel_note: ClassVar[str] = ""
+    gradient_free: ClassVar[bool] = False  # learns without gradients (POP): its lr may be 0
 
     def loss(self, batch: Batch) -> torch.Tensor:
         raise NotImplementedError

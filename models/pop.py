@@ -27,6 +27,7 @@ from models.registry import register
 class Pop(SeqRecModel):
     train_format = "pairwise"
     data_parallel = False
+    gradient_free = True
     data_parallel_note = "its counts would hold only rank 0's share of each batch"
 
     def __init__(self, n_users: int, n_items: int, n_categories: int, item_category: np.ndarray):

@@ -109,7 +109,7 @@ def check_config(cfg: DictConfig) -> None:
     if unknown:
         raise ValueError(f"unknown trainer setting(s) {unknown}; conf/trainer/default.yaml declares "
                          f"{', '.join(sorted(declared))}")
-    check_settings(train_settings(cfg, None))
+    check_settings(train_settings(cfg, None), get_model(cfg.model.name).gradient_free)
 
 
 def outcomes_table(table, outcome) -> str:

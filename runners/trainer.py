@@ -70,8 +70,9 @@ class TrainSettings:
 OPTIMIZERS = ("sgd", "adam", "adagrad")
 
 
-def check_settings(s: TrainSettings) -> None:
-    """Reject settings that would train nothing or fail later with an unclear error (ValueError naming the key)."""
+def check_settings(s: TrainSettings, gradient_free: bool = False) -> None:
+    """Reject settings that would train nothing or fail later with an unclear error (ValueError naming the key).
+    `gradient_free`: the model learns without gradients (POP counts), so lr 0 is fine."""
     problems = []
     if not isinstance(s.batch_size, int) or s.batch_size < 1:
         problems.append(f"model.batch_size must be an integer >= 1, got {s.batch_size!r}")
@@ -79,7 +80,7 @@ def check_settings(s: TrainSettings) -> None:
         problems.append(f"the epochs (model.epochs / trainer.epochs) must be >= 1, got {s.epochs!r}")
     if s.max_steps is not None and s.max_steps < 1:
         problems.append(f"trainer.max_steps must be >= 1 or null, got {s.max_steps!r}")
-    if not (isinstance(s.lr, (int, float)) and math.isfinite(s.lr) and s.lr > 0):
+    if not (isinstance(s.lr, (int, float)) and math.isfinite(s.lr) and (s.lr > 0 or gradient_free and s.lr == 0)):
         problems.append(f"model.lr must be a finite number > 0, got {s.lr!r}")
     if s.optimizer not in OPTIMIZERS:
         problems.append(f"model.optimizer must be one of {', '.join(OPTIMIZERS)}, got {s.optimizer!r}")
