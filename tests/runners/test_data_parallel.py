@@ -47,7 +47,9 @@ def trained(name: str, s: TrainSettings, data, processes: int = 1, backend: str 
     model = get_model(name)(n_users=table.n_users, n_items=table.n_items, n_categories=table.n_categories,
                             item_category=table.item_category)
     guard = TestSetGuard(eval_rows(table, split, "test"), None)
-    if processes == 1:
+    if s.max_steps == 0:  # the initial weights
+        pass
+    elif processes == 1:
         train(model, table, split, s, guard)
     else:
         with Helpers(model, table, split, s, processes, backend, threads=1, flush_denormal=True) as sync:
