@@ -365,13 +365,9 @@ def _die_with_parent(parent_pid: int) -> None:
         os._exit(1)
 
 
-def run_program(model, table, split, settings, program: list[np.ndarray], sync: GradientSync | None,
-                on_step=None) -> None:
+def run_program(model, table, split, settings, program: list[np.ndarray], sync: GradientSync | None) -> None:
     """Training steps on the given global batches (indices into the training rows, as train() builds them), no
-    evaluation: runners/bench.py times rank 0's steps while the helpers run the same program. `on_step(i, t0)`
-    is called after step i with its start time."""
-    import time
-
+    evaluation: runners/bench.py times rank 0's steps while the helpers run the same program."""
     from datasets.batches import BatchMaker, train_rows
     from runners.trainer import prepare_optimizer, train_step, worker_batch
 
@@ -380,12 +376,9 @@ def run_program(model, table, split, settings, program: list[np.ndarray], sync: 
     maker = BatchMaker(table, max_len=settings.max_len)
     optimizer, params = prepare_optimizer(model, settings)
     model.train()
-    for i, idx in enumerate(program):
-        t0 = time.perf_counter()
+    for idx in program:
         train_step(model, optimizer, params, worker_batch(maker, rows, idx, 2 if paired else 1, sync),
                    settings.clip_norm, sync=sync)
-        if on_step is not None:
-            on_step(i, t0)
 
 
 def helper_main(directory: str, rank: int, peers: str, parent_pid: int) -> int:
