@@ -37,23 +37,23 @@ class BiLSTM(UserVectorModel):
     train_format = "pointwise"
 
     def __init__(self, n_users: int, n_items: int, n_categories: int, item_category: np.ndarray,
-                 item_dim: int = 64, cat_dim: int = 64, dim: int = 128, l2_reg: float = 5e-5,
+                 item_dim: int = 64, cat_dim: int = 64, hidden: int = 128, l2_reg: float = 5e-5,
                  dropout: float = 0.0):
         super().__init__()
         self.n_items = n_items
         self.l2_reg = l2_reg
         self.emb = ItemCategoryEmbedding(n_items, n_categories, item_category, item_dim, cat_dim)
-        self.lstm = nn.LSTM(self.emb.dim, dim, batch_first=True, bidirectional=True)
+        self.lstm = nn.LSTM(self.emb.dim, hidden, batch_first=True, bidirectional=True)
         self.dropout = nn.Dropout(dropout)
-        self.dense = nn.Linear(2 * dim, self.emb.dim)  # user vector lives in the target's space (128)
+        self.dense = nn.Linear(2 * hidden, self.emb.dim)  # user vector lives in the target's space (128)
         tf_default_init_(self.dense)
         tf_lstm_init_(self.lstm)
 
     def user_vector(self, batch: Batch) -> torch.Tensor:
         x = self.emb(batch.hist)  # [B, L, 128]
         # as the LSTM over the packed history (rnn_over_padded); lengths >= 1, 0-length rows are zeroed below
-        _, h_n = rnn_over_padded(self.lstm, x, batch.lengths.clamp(min=1))  # [2, B, dim]: forward state at the
+        _, h_n = rnn_over_padded(self.lstm, x, batch.lengths.clamp(min=1))  # [2, B, hidden]: forward state at the
         # last real step, backward state at step 0
-        h = torch.cat([h_n[0], h_n[1]], dim=-1)  # [B, 2 dim]
+        h = torch.cat([h_n[0], h_n[1]], dim=-1)  # [B, 2 hidden]
         h = h.masked_fill((batch.lengths == 0)[:, None], 0.0)
         return self.dense(self.dropout(h))  # [B, 128]

@@ -31,23 +31,23 @@ from models.registry import register
 class BiLSTMAttention(PointwiseModel):
 
     def __init__(self, n_users: int, n_items: int, n_categories: int, item_category: np.ndarray,
-                 item_dim: int = 64, cat_dim: int = 64, dim: int = 128, l2_reg: float = 5e-5,
+                 item_dim: int = 64, cat_dim: int = 64, hidden: int = 128, l2_reg: float = 5e-5,
                  dropout: float = 0.0):
         super().__init__()
-        assert 2 * dim % (item_dim + cat_dim) == 0, "the query is the target tiled to the Bi-LSTM width"
+        assert 2 * hidden % (item_dim + cat_dim) == 0, "the query is the target tiled to the Bi-LSTM width"
         self.n_items = n_items
         self.l2_reg = l2_reg
         self.emb = ItemCategoryEmbedding(n_items, n_categories, item_category, item_dim, cat_dim)
-        self.lstm = nn.LSTM(self.emb.dim, dim, batch_first=True, bidirectional=True)
+        self.lstm = nn.LSTM(self.emb.dim, hidden, batch_first=True, bidirectional=True)
         self.dropout = nn.Dropout(dropout)
-        self.dense = nn.Linear(2 * dim, self.emb.dim)
+        self.dense = nn.Linear(2 * hidden, self.emb.dim)
         tf_default_init_(self.dense)
         tf_lstm_init_(self.lstm)
 
     def encode(self, batch: Batch) -> torch.Tensor:
         x = self.emb(batch.hist)  # [B, L, 128]
         # as the LSTM over the packed history (rnn_over_padded); lengths >= 1, 0-length rows: masked in `attend`
-        out, _ = rnn_over_padded(self.lstm, x, batch.lengths.clamp(min=1))  # [B, L, 2 dim], 0 on padding
+        out, _ = rnn_over_padded(self.lstm, x, batch.lengths.clamp(min=1))  # [B, L, 2 hidden], 0 on padding
         return out
 
     def attend(self, outputs: torch.Tensor, mask: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

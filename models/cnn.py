@@ -41,7 +41,7 @@ class CNN(UserVectorModel):
     train_format = "pointwise"
 
     def __init__(self, n_users: int, n_items: int, n_categories: int, item_category: np.ndarray,
-                 item_dim: int = 64, cat_dim: int = 64, dim: int = 128, n_filters: int = 32, max_width: int = 10,
+                 item_dim: int = 64, cat_dim: int = 64, hidden: int = 128, n_filters: int = 32, max_width: int = 10,
                  l2_reg: float = 5e-5, dropout: float = 0.0, padding_mode: str = "valid", ref_len: int = 500):
         super().__init__()
         if padding_mode not in ("valid", "reference"):
@@ -53,8 +53,8 @@ class CNN(UserVectorModel):
         self.ref_len = ref_len
         self.max_width = max_width
         self.emb = ItemCategoryEmbedding(n_items, n_categories, item_category, item_dim, cat_dim)
-        self.input = nn.Linear(self.emb.dim + ONE_HOT_SLOTS, dim)
-        self.convs = nn.ModuleList(nn.Conv1d(dim, n_filters, width) for width in range(1, max_width + 1))
+        self.input = nn.Linear(self.emb.dim + ONE_HOT_SLOTS, hidden)
+        self.convs = nn.ModuleList(nn.Conv1d(hidden, n_filters, width) for width in range(1, max_width + 1))
         self.dropout = nn.Dropout(dropout)
         self.dense = nn.Linear(n_filters * max_width, self.emb.dim)
         tf_default_init_(self.input)
@@ -65,13 +65,13 @@ class CNN(UserVectorModel):
 
     def features(self, batch: Batch) -> torch.Tensor:
         time = nn.functional.one_hot(batch.hist_time, ONE_HOT_SLOTS + 1)[..., :ONE_HOT_SLOTS]  # [B, L, 12]
-        x = self.input(torch.cat([self.emb(batch.hist), time.to(self.input.weight.dtype)], dim=-1))  # [B, L, dim]
+        x = self.input(torch.cat([self.emb(batch.hist), time.to(self.input.weight.dtype)], dim=-1))  # [B, L, hidden]
         return x.masked_fill(~batch.mask[..., None], 0.0)  # the reference masks after the dense layer
 
     def pool(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        # x [B, L, dim] zero on padding, lengths [B] -> max-pooled filters [B, n_filters * max_width]
+        # x [B, L, hidden] zero on padding, lengths [B] -> max-pooled filters [B, n_filters * max_width]
         L = max(x.shape[1], 1)
-        x = nn.functional.pad(x.transpose(1, 2), (0, L - x.shape[1] + self.max_width - 1))  # [B, dim, L + W - 1]
+        x = nn.functional.pad(x.transpose(1, 2), (0, L - x.shape[1] + self.max_width - 1))  # [B, hidden, L + W - 1]
         start = torch.arange(L, device=x.device)  # window start positions 0..L-1
         lengths = lengths[:, None]  # [B, 1]
         pooled = []

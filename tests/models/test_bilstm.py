@@ -12,7 +12,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 def make_model(seed: int = 0) -> BiLSTM:
     torch.manual_seed(seed)
-    return BiLSTM(**shape_kwargs(), item_dim=8, cat_dim=8, dim=12).eval()
+    return BiLSTM(**shape_kwargs(), item_dim=8, cat_dim=8, hidden=12).eval()
 
 
 def test_sgd_reduces_loss():

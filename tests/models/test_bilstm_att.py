@@ -13,7 +13,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 def make_model(seed: int = 0) -> BiLSTMAttention:
     torch.manual_seed(seed)
-    return BiLSTMAttention(**shape_kwargs(), item_dim=8, cat_dim=8, dim=16).eval()
+    return BiLSTMAttention(**shape_kwargs(), item_dim=8, cat_dim=8, hidden=16).eval()
 
 
 def test_attention_is_the_reference_vanilla_attention():

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 def make_model(padding_mode: str = "valid", seed: int = 0) -> CNN:
     torch.manual_seed(seed)
-    model = CNN(**shape_kwargs(), item_dim=8, cat_dim=8, dim=16, n_filters=4, padding_mode=padding_mode).eval()
+    model = CNN(**shape_kwargs(), item_dim=8, cat_dim=8, hidden=16, n_filters=4, padding_mode=padding_mode).eval()
     with torch.no_grad():
         for conv in model.convs:  # biases of both signs, so that ReLU(b) and the window choice both matter
             conv.bias.normal_(0.0, 0.3)

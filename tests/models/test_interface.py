@@ -25,7 +25,8 @@ VARIANTS = [pytest.param(name, {}, id=name) for name in ALL_MODELS] + [
     pytest.param("sasrec", {"n_heads": 2}, id="sasrec-2heads"),
 ]
 # allclose tolerances (always rtol=0): 1e-6 unless a yaml-sized model's float error needs more
-SCORE_ATOL = {"atrank": 1e-5, "cnn": 1e-5, "cnn-reference": 1e-5}  # C = 1 vs C > 1, padding (float32 sums of 320 filters)
+SCORE_ATOL = {"atrank": 1e-5, "cnn": 1e-5, "cnn-reference": 1e-5,  # C = 1 vs C > 1, padding (float32 sums of 320 filters)
+              "sasrec": 1e-5}  # full scores reach ~8 (float32 step 1e-6); a wider matmul may take another kernel (AMD)
 FULL_ATOL = {"sasrec": 1e-5}  # full_scores vs score
 
 
