@@ -9,9 +9,8 @@ Zhang, Tay, Yao, Sun, "Next Item Recommendation with Self-Attention" (AttRec), A
     m^u_t = mean of the L rows of a                             short-term intent      [d]
     y(u, i) = w ||U_u - V_i||^2 + (1 - w) ||m^u_t - X_i||^2     smaller = better; score() returns -y
     loss = sum_{i in T+} sum_{j in T-} [y(u, i) + gamma - y(u, j)]_+  (+ optional l2 on the rows used)
-    after every optimiser step: every row of X, V and U is clipped to the unit ball (all rows, as the authors'
-    tf.clip_by_norm on the full tables; Adam keeps moving rows after they leave the batch, so touched-rows-only
-    clipping would not keep the bound).
+    after every optimiser step: every row of X, V and U is clipped to the unit ball (eq. 12; all rows, since
+    Adagrad keeps moving rows after they leave the batch, so touched-rows-only clipping would not keep the bound).
 
 Training (train_format "sequence"): a row's `hist` is the user's whole training sequence s_0..s_{n-1}. Every
 start s = 1..n-1 gives one window: history = s_{s-L}..s_{s-1} (fewer when s < L), positives = s_s..s_{s+T-1}
@@ -19,22 +18,38 @@ start s = 1..n-1 gives one window: history = s_{s-L}..s_{s-1} (fewer when s < L)
 one of that window's positives (the paper's T- from I \\ T+). The hinge is summed over all (positive, negative)
 pairs of a window (eq. 11) and averaged over the windows of the batch.
 
-Choices and departures:
-- Every start, with masking. The authors' DeepRec data code takes full windows of L + T consecutive items (step 1)
-  and, for a user shorter than L + T, one window whose missing slots hold the padding item 0, which then takes
-  part in the attention and as a target. Amazon 5-core users are short (most have fewer than L + T = 8 training
-  items), so here short windows are masked instead: padded slots are never a key, a positive or in the mean.
-- Windows are RIGHT-aligned: the most recent item always gets position L - 1 of TE, in training and scoring.
+Default (the paper) and its choices:
+- Every start, with masking: padded slots are never a key, a positive or in the mean. Windows are RIGHT-aligned:
+  the most recent item always gets position L - 1 of TE, in training and scoring.
 - A window with ONE real item has nothing off the diagonal; that item then attends to itself (m = X of the item)
   instead of giving an empty softmax. Histories of length 1 therefore score.
-- Diagonal masked BEFORE the softmax as the paper says; the authors' code multiplies the weights by (1 - I) after it.
-- d = 100 (the authors' default num_factor); U, V, X ~ N(0, 1/d), clipped to the unit ball at construction;
-  W Xavier-initialised; dropout on Q'/K' (paper: "dropout on the non-linear layers") is 0 by default.
+- Diagonal masked BEFORE the softmax, as the paper says.
+- d = 100; U, V, X ~ N(0, 1/d), clipped to the unit ball at construction; W Xavier-initialised; dropout on
+  Q'/K' (paper: "dropout on the non-linear layers") is 0 by default; omega (w) = 0.3 (the paper's best on its data).
 - l2 (lambda ||Theta||^2) is off by default (the unit-ball clipping is the paper's regulariser for sparse data);
   when on, it applies to the rows this batch uses and W, divided by the number of windows like the hinge.
-- Optimiser: conf/model/attrec.yaml uses Adagrad lr 0.05 (the paper's "adaptive gradient algorithm"; the authors'
-  code: AdagradOptimizer(lr 0.05, initial accumulator 0.05); PyTorch's Adagrad here starts its accumulator at 0).
+- Optimiser (conf/model/attrec.yaml): Adagrad lr 0.05, the paper's "adaptive gradient algorithm".
 - Scoring an ATRank-protocol pair uses the last L items of `batch.hist` and the row's user vector U_u.
+
+Reference mode (experiment=reference: `reference_params` in conf/model/attrec.yaml), the authors' code
+(cheungdaven/DeepRec models/seq_rec/AttRec.py, the hinge version at commit 67a1198; its tables P, Q, X are U, X, V
+here):
+- pairs=aligned, reduction=sum: the hinge over the T aligned pairs (positive t vs negative t), summed over the
+  batch's windows and positions, not averaged;
+- w = 0.2 (the code's alpha); diagonal=after_softmax: the softmax runs over all keys, then the diagonal weight is
+  zeroed (tf.matrix_set_diag on the weights), so a row's weights sum to less than 1;
+- table_l2 = 1e-3 and W_l2 = 1e-2: tf.nn.l2_loss (sum of squares / 2) of the whole U, V, X tables and of W
+  (l2_regularizer scale 1e-2) added to every step's loss;
+- position_signal = tensor2tensor: the code's add_timing_signal (all sines, then all cosines, timescales
+  1..1e4) instead of the paper's interleaved TE(t, 2i) = sin, TE(t, 2i+1) = cos;
+- init_std = 0.001: truncated normal tables (tf.truncated_normal stddev 0.001);
+- unit_ball = false: the code builds the clip_by_norm ops but its training loop never runs them;
+- Adagrad's accumulator starts at 0.05 (AdagradOptimizer initial_accumulator_value) where torch starts at 0:
+  `reference_initial_accumulator` in the yaml.
+Differences that remain in reference mode: windows of fewer than L + T items are masked here, where DeepRec pads
+them with item 0, which then takes part as a key and a target; the code's fourth table (a user table used only
+in the regulariser) has no effect on scores and is left out; d stays 100 (that commit uses 150, another 100);
+negatives are drawn per window from the items outside the window's targets, as here, but with numpy's RNG.
 """
 from __future__ import annotations
 
@@ -57,6 +72,16 @@ def sinusoid(length: int, dim: int) -> torch.Tensor:
     return te
 
 
+def timing_signal(length: int, dim: int) -> torch.Tensor:
+    """tensor2tensor's add_timing_signal (the authors' code): [sin(t * f_i) for all i, cos(t * f_i) for all i]
+    concatenated, f_i = 1e4^(-i / (d/2 - 1)), i = 0..d/2-1, zero-padded to an odd d: [length, dim]."""
+    half = dim // 2
+    t = torch.arange(length, dtype=torch.float64)[:, None]
+    freq = torch.exp(-torch.arange(half, dtype=torch.float64) * np.log(1e4) / max(half - 1, 1))
+    te = torch.cat([torch.sin(t * freq), torch.cos(t * freq)], dim=1)
+    return nn.functional.pad(te, (0, dim % 2)).float()
+
+
 @register("attrec")
 class AttRec(SeqRecModel):
     train_format = "sequence"
@@ -65,19 +90,29 @@ class AttRec(SeqRecModel):
 
     def __init__(self, n_users: int, n_items: int, n_categories: int, item_category: np.ndarray,
                  dim: int = 100, L: int = 5, T: int = 3, w: float = 0.3, gamma: float = 0.5, l2: float = 0.0,
-                 dropout: float = 0.0, neg_rounds: int = 10):
+                 dropout: float = 0.0, neg_rounds: int = 10, pairs: str = "all", reduction: str = "mean",
+                 diagonal: str = "before_softmax", table_l2: float = 0.0, W_l2: float = 0.0,
+                 init_std: float | None = None, unit_ball: bool = True, position_signal: str = "paper"):
         super().__init__()
+        assert pairs in ("all", "aligned") and reduction in ("mean", "sum")
+        assert diagonal in ("before_softmax", "after_softmax") and position_signal in ("paper", "tensor2tensor")
         self.n_items, self.dim, self.L, self.T = n_items, dim, L, T
         self.w, self.gamma, self.l2, self.neg_rounds = w, gamma, l2, neg_rounds
+        self.pairs, self.reduction, self.diagonal = pairs, reduction, diagonal
+        self.table_l2, self.W_l2, self.unit_ball = table_l2, W_l2, unit_ball
         self.U = nn.Embedding(n_users, dim)  # long-term user
         self.V = nn.Embedding(n_items, dim)  # long-term item
         self.X = nn.Embedding(n_items, dim)  # short-term item: history windows and the target's short-term side
         for emb in (self.U, self.V, self.X):
-            nn.init.normal_(emb.weight, std=dim ** -0.5)
+            if init_std is None:
+                nn.init.normal_(emb.weight, std=dim ** -0.5)
+            else:  # tf.truncated_normal: redrawn beyond 2 standard deviations
+                nn.init.trunc_normal_(emb.weight, std=init_std, a=-2 * init_std, b=2 * init_std)
         self.W = nn.Linear(dim, dim, bias=False)  # W_Q = W_K
         nn.init.xavier_uniform_(self.W.weight)
         self.dropout = nn.Dropout(dropout)
-        self.register_buffer("te", sinusoid(L, dim), persistent=False)  # [L, d]
+        te = sinusoid(L, dim) if position_signal == "paper" else timing_signal(L, dim)
+        self.register_buffer("te", te, persistent=False)  # [L, d]
         self.after_step()
 
     def short_term(self, window: torch.Tensor, wmask: torch.Tensor) -> torch.Tensor:
@@ -86,9 +121,13 @@ class AttRec(SeqRecModel):
         p = torch.relu(self.W(x + self.te))  # [..., L, d], shared projection
         logits = self.dropout(p) @ self.dropout(p).transpose(-1, -2) / self.dim ** 0.5  # [..., L, L]
         eye = torch.eye(self.L, dtype=torch.bool, device=window.device)
-        allowed = wmask[..., None, :] & ~eye  # [..., L, L] real keys off the diagonal
-        allowed = allowed | (eye & ~allowed.any(-1, keepdim=True))  # nothing else: attend to itself
-        s = torch.softmax(logits.masked_fill(~allowed, float("-inf")), dim=-1)
+        if self.diagonal == "before_softmax":
+            allowed = wmask[..., None, :] & ~eye  # [..., L, L] real keys off the diagonal
+            allowed = allowed | (eye & ~allowed.any(-1, keepdim=True))  # nothing else: attend to itself
+            s = torch.softmax(logits.masked_fill(~allowed, float("-inf")), dim=-1)
+        else:  # the authors' code: softmax over all real keys, then the diagonal weight zeroed (rows sum < 1)
+            keys = wmask[..., None, :] | ~wmask.any(-1)[..., None, None]  # an empty window: any (it is unused)
+            s = torch.softmax(logits.masked_fill(~keys, float("-inf")), dim=-1).masked_fill(eye, 0.0)
         a = s @ x  # [..., L, d], V = identity
         n_real = wmask.sum(-1, keepdim=True).clamp(min=1)  # [..., 1]
         return (a * wmask[..., None]).sum(-2) / n_real  # [..., d], mean over the real rows
@@ -147,17 +186,30 @@ class AttRec(SeqRecModel):
         m = self.short_term(window, wmask)  # [B, S, d]
         u = self.U(batch.user)[:, None, :].expand_as(m)  # [B, S, d]
         y_pos, y_neg = self.distance(u, m, pos), self.distance(u, m, neg)  # [B, S, T]
-        pairs = torch.relu(y_pos[..., :, None] + self.gamma - y_neg[..., None, :])  # [B, S, T+, T-]
-        pairs = pairs * pmask[..., :, None] * win_ok[..., None, None]
-        loss = pairs.sum() / win_ok.sum()
+        if self.pairs == "all":  # eq. 11: every (positive, negative) pair of a window
+            hinge = torch.relu(y_pos[..., :, None] + self.gamma - y_neg[..., None, :])  # [B, S, T+, T-]
+            hinge = hinge * pmask[..., :, None] * win_ok[..., None, None]
+        else:  # the authors' code: positive t against negative t only
+            hinge = torch.relu(y_pos + self.gamma - y_neg) * pmask * win_ok[..., None]  # [B, S, T]
+        n_windows = win_ok.sum()
+        loss = hinge.sum() / (n_windows if self.reduction == "mean" else 1)
         if self.l2:
             real_pos, real_neg = pos[pmask], neg[win_ok]  # padding slots never regularised
             rows = (self.U(batch.user), self.X(window[wmask]), self.X(real_pos), self.V(real_pos), self.X(real_neg),
                     self.V(real_neg))
-            loss = loss + self.l2 * (sum(r.pow(2).sum() for r in rows) + self.W.weight.pow(2).sum()) / win_ok.sum()
-        return loss
+            loss = loss + self.l2 * (sum(r.pow(2).sum() for r in rows) + self.W.weight.pow(2).sum()) / n_windows
+        return loss + self.reference_l2()
+
+    def reference_l2(self) -> torch.Tensor | float:
+        """The authors' regulariser, tf.nn.l2_loss (sum of squares / 2) of the WHOLE tables and of W, every step."""
+        if not (self.table_l2 or self.W_l2):
+            return 0.0
+        tables = sum(emb.weight.pow(2).sum() for emb in (self.U, self.V, self.X))
+        return (self.table_l2 * tables + self.W_l2 * self.W.weight.pow(2).sum()) / 2
 
     @torch.no_grad()
     def after_step(self) -> None:
+        if not self.unit_ball:
+            return
         for emb in (self.X, self.V, self.U):
             emb.weight.renorm_(2, 0, 1.0)  # rows with norm > 1 scaled to norm 1 (eq. 12)

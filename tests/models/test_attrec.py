@@ -2,6 +2,8 @@
 of length-1 histories, hinge cases, unit-ball clipping after a step, fitting next items."""
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -120,3 +122,84 @@ def test_fits_next_items():
     batch = random_batch([6, 5, 6, 4, 6, 3], seed=4)
     first, last = fit(model, batch, torch.optim.Adam(model.parameters(), lr=0.05), steps=50, seed=0)
     assert last < 0.5 * first
+
+
+REFERENCE = dict(w=0.2, pairs="aligned", reduction="sum", diagonal="after_softmax", table_l2=1e-3, W_l2=1e-2,
+                 init_std=1e-3, unit_ball=False, position_signal="tensor2tensor")
+
+
+def tf_timing_signal(length: int, channels: int) -> torch.Tensor:
+    """tensor2tensor's add_timing_signal written out for one position at a time."""
+    half = channels // 2
+    rows = []
+    for t in range(length):
+        inc = math.log(1e4) / (half - 1)
+        rows.append([math.sin(t * math.exp(-i * inc)) for i in range(half)]
+                    + [math.cos(t * math.exp(-i * inc)) for i in range(half)] + [0.0] * (channels % 2))
+    return torch.tensor(rows)
+
+
+def authors_loss(model: AttRec, hist: list[list[int]], users: list[int], negs: dict) -> float:
+    """The reference variant's loss transcribed from the authors' TensorFlow graph, window by window: softmax over
+    the real keys, diagonal weight zeroed after it, mean over the real rows, aligned hinge summed, then
+    l2_loss (sum of squares / 2) of whole tables (1e-3) and of W (1e-2)."""
+    L, T, d = model.L, model.T, model.dim
+    X, V, U, W = model.X.weight, model.V.weight, model.U.weight, model.W.weight
+    te = tf_timing_signal(L, d)
+    total = 0.0
+    for b, seq in enumerate(hist):
+        for s in range(1, len(seq)):
+            win = seq[max(0, s - L):s]
+            k = len(win)
+            q = [torch.relu(W @ (X[it] + te[L - k + n])) for n, it in enumerate(win)]
+            out = []
+            for i in range(k):
+                w = torch.softmax(torch.stack([q[i] @ q[j] for j in range(k)]) / math.sqrt(d), dim=0)
+                out.append(sum(w[j] * X[win[j]] for j in range(k) if j != i))
+            m = torch.stack([torch.as_tensor(o) * torch.ones(d) for o in out]).mean(0)
+            for t, pos in enumerate(seq[s:s + T]):
+                neg = negs[(b, s, t)]
+                y = lambda item: 0.2 * (U[users[b]] - V[item]).pow(2).sum() + 0.8 * (m - X[item]).pow(2).sum()
+                total += float(torch.relu(y(pos) + model.gamma - y(neg)))
+    tables = sum(float(e.pow(2).sum()) for e in (U, V, X))
+    return total + 1e-3 * tables / 2 + 1e-2 * float(W.pow(2).sum()) / 2
+
+
+@torch.no_grad()
+def test_reference_variant_matches_the_authors_formulas():
+    model = make_model(dim=6, **REFERENCE).train()
+    assert torch.allclose(model.te, tf_timing_signal(model.L, 6), atol=1e-6)
+    assert float(model.U.weight.abs().max()) <= 2e-3  # truncated at 2 standard deviations of 0.001
+    with torch.no_grad():  # larger values than the reference's init, so that the hinge is not flat
+        for e in (model.U, model.V, model.X):
+            e.weight.normal_(0, 0.5, generator=torch.Generator().manual_seed(3))
+    batch = random_batch([3, 1, 6, 4])
+    g = torch.Generator().manual_seed(7)
+    fixed: dict = {}
+
+    def negatives(pos: torch.Tensor, pmask: torch.Tensor) -> torch.Tensor:
+        neg = torch.randint(0, N_ITEMS, pos.shape, generator=g)
+        for b, s, t in zip(*[i.tolist() for i in torch.nonzero(pmask, as_tuple=True)]):
+            fixed[(b, s + 1, t)] = int(neg[b, s, t])  # window index s is start s + 1
+        return neg
+
+    model.sample_negatives = negatives
+    loss = float(model.loss(batch))
+    hist = [batch.hist[b, :n].tolist() for b, n in enumerate(batch.lengths.tolist())]
+    assert loss == pytest.approx(authors_loss(model, hist, batch.user.tolist(), fixed), rel=1e-5)
+
+
+def test_reference_variant_never_clips_and_paper_variant_does():
+    for unit_ball, bound_held in ((False, False), (True, True)):
+        model = make_model(**{**REFERENCE, "unit_ball": unit_ball})
+        with torch.no_grad():
+            model.X.weight.mul_(0).add_(2.0)  # every row of norm 2 * sqrt(d)
+        model.after_step()
+        assert (float(model.X.weight.detach().norm(dim=1).max()) <= 1 + 1e-6) == bound_held
+
+
+def test_yaml_reference_params_are_the_authors():
+    model = build_from_yaml("attrec", **__import__("yaml").safe_load(
+        open("conf/model/attrec.yaml"))["reference_params"])
+    assert (model.w, model.pairs, model.reduction, model.diagonal, model.unit_ball) == (
+        0.2, "aligned", "sum", "after_softmax", False)
