@@ -73,3 +73,61 @@ def test_sgd_reduces_loss(activation):
     model = make_model(activation).train()
     first, last = fit(model, planted_batch(), torch.optim.SGD(model.parameters(), lr=0.5), steps=30, clip_norm=5.0)
     assert last < first - 0.1
+
+
+REFERENCE = dict(activation="sigmoid", mlp_hidden=(80, 40), attention="softmax", att_order="reference",
+                 frozen_bn=True, pooled_dense=16)
+
+
+def authors_logit(model: DIN, hist: torch.Tensor, n: int, item: torch.Tensor) -> torch.Tensor:
+    """din/model.py for one row, transcribed: attention(), batch_normalization (inference statistics), hist_fcn,
+    b1, f1/f2 sigmoid, f3, + item_b. Parameters are read from the model."""
+    sig = torch.sigmoid
+    q = model.emb(item[None])[0]  # [H]
+    k = model.emb(hist[None, :n])[0]  # [n, H]
+    H = k.shape[-1]  # keys.get_shape()[-1]: 128 in the authors' setting
+    qq = q.expand_as(k)
+    din_all = torch.cat([qq, k, qq - k, qq * k], dim=-1)  # the authors' order
+    a = sig(model.att[0](din_all))
+    a = sig(model.att[1](a))
+    w = torch.softmax(model.att_out(a).squeeze(-1) / H ** 0.5, dim=0)  # [n]; padding's -2^32 weights are 0
+    hist_vec = w @ k  # [H]
+
+    def bn(x, mod):  # moving mean 0, moving variance 1, epsilon 1e-3
+        return mod.gamma * (x - 0.0) / (1.0 + 1e-3) ** 0.5 + mod.beta
+
+    u = model.pooled_dense(bn(hist_vec, model.pooled_norm))
+    z = bn(torch.cat([u, q]), model.top_norm)
+    z = sig(model.mlp[1](sig(model.mlp[0](z))))
+    return model.emb.item_bias(item) + model.mlp_out(z).squeeze(-1)
+
+
+@torch.no_grad()
+def test_reference_variant_is_the_authors_model():
+    torch.manual_seed(0)
+    model = DIN(**shape_kwargs(), item_dim=8, cat_dim=8, att_hidden=(80, 40), **REFERENCE).eval()
+    with torch.no_grad():  # learned-looking affine maps and biases (the initial ones are 1, 0)
+        for p in (model.pooled_norm.gamma, model.pooled_norm.beta, model.top_norm.gamma, model.top_norm.beta,
+                  model.emb.bias.weight):
+            p.uniform_(-1.0, 1.0)
+    batch = random_batch()
+    cands = random_candidates(batch)
+    scores = model.score(batch, cands)
+    h = batch.hist
+    for b, n in enumerate(batch.lengths.tolist()):
+        for c in range(cands.shape[1]):
+            expected = authors_logit(model, h[b], n, cands[b, c])
+            assert scores[b, c].item() == pytest.approx(expected.item(), abs=1e-5)
+    assert model.train().loss(batch).isfinite()  # no batch statistics: training mode scores the same
+    assert torch.allclose(model.score(batch, cands), scores, atol=1e-6)
+
+
+def test_reference_softmax_weights_sum_to_one_over_real_slots_only():
+    torch.manual_seed(0)
+    model = DIN(**shape_kwargs(), item_dim=8, cat_dim=8, att_hidden=(12, 6), **REFERENCE).eval()
+    batch = random_batch()
+    cands = random_candidates(batch)
+    with torch.no_grad():
+        w = model.attention_weights(model.emb(batch.hist), batch.mask, model.emb(cands))  # [B, C, L]
+    assert torch.allclose(w.sum(-1), torch.ones(w.shape[:2]), atol=1e-6)
+    assert float(w.masked_select(~batch.mask[:, None, :].expand_as(w)).abs().max()) == 0.0
