@@ -13,6 +13,9 @@ same in chunks of the catalogue; a paired training batch (trainer.pair_rows) sha
 prefix's positive and negative rows, the attention and L2 terms stay per row. Initialisation: TF1 defaults as in models/bilstm.py.
 Departures: the reference masks with -2^32+1, we use -inf (identical for any row with a real item; a zero-length
 history gets a zero context instead of a uniform average over padding); `dropout` (0 = reference) acts on pooled.
+Gate biases: torch's LSTM keeps two trainable vectors per gate (bias_ih, bias_hh) where TF has one; by default
+both train, so a gate bias moves at twice the rate and counts twice in the clip norm. Reference mode
+(single_gate_bias=true) freezes bias_hh, which then holds TF's constant forget_bias of 1: TF's cell exactly.
 """
 from __future__ import annotations
 
@@ -32,7 +35,7 @@ class BiLSTMAttention(PointwiseModel):
 
     def __init__(self, n_users: int, n_items: int, n_categories: int, item_category: np.ndarray,
                  item_dim: int = 64, cat_dim: int = 64, hidden: int = 128, l2_reg: float = 5e-5,
-                 dropout: float = 0.0):
+                 dropout: float = 0.0, single_gate_bias: bool = False):
         super().__init__()
         assert 2 * hidden % (item_dim + cat_dim) == 0, "the query is the target tiled to the Bi-LSTM width"
         self.n_items = n_items
@@ -42,7 +45,7 @@ class BiLSTMAttention(PointwiseModel):
         self.dropout = nn.Dropout(dropout)
         self.dense = nn.Linear(2 * hidden, self.emb.dim)
         tf_default_init_(self.dense)
-        tf_lstm_init_(self.lstm)
+        tf_lstm_init_(self.lstm, single_gate_bias)
 
     def encode(self, batch: Batch) -> torch.Tensor:
         x = self.emb(batch.hist)  # [B, L, 128]
