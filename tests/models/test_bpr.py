@@ -36,8 +36,8 @@ def test_score_ignores_history_entirely():
 
 def test_reference_item_bias_init_is_tfs_glorot_for_a_vector():
     torch.manual_seed(0)
-    zero = BPR(**shape_kwargs(), item_dim=8, cat_dim=8).emb.bias.weight
-    tf = BPR(**shape_kwargs(n_items=3000), item_dim=8, cat_dim=8, item_bias_init="tf_default").emb.bias.weight
+    zero = BPR(**shape_kwargs(), item_dim=8, cat_dim=8).emb.bias.weight.detach()
+    tf = BPR(**shape_kwargs(n_items=3000), item_dim=8, cat_dim=8, item_bias_init="tf_default").emb.bias.weight.detach()
     limit = (3.0 / 3000) ** 0.5
     assert zero.abs().max() == 0
     assert tf.abs().max() <= limit and tf.abs().max() > 0.95 * limit  # U(-limit, limit) fills its range
