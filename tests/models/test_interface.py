@@ -6,10 +6,11 @@ import importlib
 
 import pytest
 import torch
+import yaml
 
 from models.registry import available_models, get_model
 from tests.models.helpers import (CONF, N_ITEMS, assert_loss_ignores_padding, assert_padding_invariant,
-                                  build_from_yaml, random_batch, random_candidates)
+                                  build_from_yaml, extend_padding, random_batch, random_candidates)
 from tests.models.helpers import one_thread  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -19,8 +20,16 @@ REGISTRY = {"atrank": ("ATRank", "pointwise"), "attrec": ("AttRec", "sequence"),
             "din": ("DIN", "pointwise"), "gru4rec": ("GRU4Rec", "pointwise"), "pop": ("Pop", "pairwise"),
             "sasrec": ("SASRec", "sequence")}
 ALL_MODELS = sorted(REGISTRY)
+
+
+def reference_params(name: str) -> dict:
+    """experiment=reference's constructor overrides for `name` (its yaml's reference_params)."""
+    return yaml.safe_load((CONF / f"{name}.yaml").read_text()).get("reference_params") or {}
+
+
 VARIANTS = [pytest.param(name, {}, id=name) for name in ALL_MODELS] + [
-    pytest.param("cnn", {"padding_mode": "reference"}, id="cnn-reference"),
+    pytest.param(name, reference_params(name), id=f"{name}-reference") for name in ALL_MODELS
+    if reference_params(name)] + [
     pytest.param("din", {"activation": "prelu"}, id="din-prelu"),
     pytest.param("sasrec", {"n_heads": 2}, id="sasrec-2heads"),
 ]
@@ -74,6 +83,45 @@ def test_padding_never_changes_a_score_or_the_loss(name, over):
     assert_padding_invariant(model, batch, random_candidates(batch), atol=SCORE_ATOL.get(name, 1e-6))
     for training in (True, False):
         assert_loss_ignores_padding(model.train(training), batch)
+
+
+def width_invariant_negatives(shape: torch.Size) -> torch.Tensor:
+    """A negative per slot that depends on the slot's indices only, not on how wide the batch is padded."""
+    idx = torch.zeros(shape, dtype=torch.long)
+    for d, prime in zip(range(len(shape)), (7, 13, 5, 3)):
+        view = [1] * len(shape)
+        view[d] = shape[d]
+        idx = idx + prime * torch.arange(shape[d]).view(view)
+    return (idx + 1) % N_ITEMS
+
+
+@pytest.mark.parametrize("name, over", VARIANTS)
+def test_wider_padding_gives_the_same_loss_and_gradients(name, over):
+    """Static-width batches (rounded up to a fixed set of widths) must train exactly as the narrow ones: the
+    loss and every parameter's gradient are unchanged by extra padded slots (torch's RNG reset for dropout; the
+    sequence models' in-model negatives, drawn per slot, fixed by slot index)."""
+    if name == "sasrec":  # dropout draws one mask per padded slot too; its function, not its draws, is tested
+        over = {**over, "dropout": 0.0}
+    model, batch = build_from_yaml(name, **over).train(), random_batch()
+    if hasattr(model, "sample_negatives"):  # sequence models draw one negative per padded slot: fix the draws
+        fixed = width_invariant_negatives
+        model.sample_negatives = (lambda pos, pmask: fixed(pos.shape)) if name == "attrec" else (
+            lambda shape, seq, seq_mask: fixed(shape))
+    results = []
+    for b in (batch, extend_padding(batch, extra=5)):
+        model.zero_grad(set_to_none=True)
+        torch.manual_seed(11)
+        loss = model.loss(b)
+        loss.backward()
+        grads = {n: None if p.grad is None else p.grad.to_dense().clone() for n, p in model.named_parameters()}
+        results.append((float(loss.detach()), grads))
+    (loss_a, grads_a), (loss_b, grads_b) = results
+    assert loss_b == pytest.approx(loss_a, abs=1e-6, rel=1e-5)
+    assert any(g is not None and g.abs().sum() > 0 for g in grads_a.values()) or name == "pop"
+    for n, g in grads_a.items():
+        assert (g is None) == (grads_b[n] is None), n
+        if g is not None:
+            assert torch.allclose(grads_b[n], g, atol=1e-6, rtol=1e-5), n
 
 
 def assert_short_histories_work(model, lengths: list[int]) -> None:
