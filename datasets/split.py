@@ -23,7 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from datasets.table import Table, atomic_write_bytes
+from datasets.atomic import atomic_write_bytes
+from datasets.table import Table
 
 PROTOCOLS = ("paper", "loo_val")
 SPLIT_VERSION = "1"

@@ -9,14 +9,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
+from datasets.atomic import atomic_path, atomic_write_bytes
 from datasets.raw_types import RawData
 
 log = logging.getLogger(__name__)
@@ -104,56 +103,44 @@ def build_table(raw: RawData, name: str, min_user_interactions: int = 3) -> Tabl
                  item_keys=item_keys, category_keys=category_keys, content_hash="")
 
 
-def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
-    """Checksum of a file, remembered in a sidecar keyed by (size, mtime) so large raw files are hashed once."""
+def file_sha256(path: Path, cache_dir: Path | None = None, chunk: int = 1 << 20) -> str:
+    """Checksum of a file. With `cache_dir` it is remembered in a sidecar under cache_dir/sha256, so large raw
+    files are hashed once; the sidecar is keyed by the file's resolved path, size, mtime, inode and ctime, so an
+    in-place edit that keeps size and mtime (cp -p, rsync -t) still changes the key: ctime cannot be set back."""
     path = Path(path)
-    st = path.stat()
-    sidecar_dir = Path(os.environ.get("SEQREC_CACHE", Path(__file__).resolve().parents[1] / ".cache")) / "sha256"
-    key = hashlib.sha256(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:24]
-    sidecar = sidecar_dir / key
-    if sidecar.exists():
+    sidecar = None if cache_dir is None else Path(cache_dir) / "sha256" / _sidecar_key(path)
+    if sidecar is not None and sidecar.exists():
         return sidecar.read_text().strip()
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while block := f.read(chunk):
             h.update(block)
     digest = h.hexdigest()
-    atomic_write_bytes(sidecar, digest.encode())
+    if sidecar is not None:
+        atomic_write_bytes(sidecar, digest.encode())
     return digest
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def _sidecar_key(path: Path) -> str:
+    st = path.stat()
+    identity = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{st.st_ino}|{st.st_ctime_ns}"
+    return hashlib.sha256(identity.encode()).hexdigest()[:24]
 
 
-def cache_key(name: str, files: list[Path], settings: dict) -> str:
-    payload = {"name": name, "files": sorted((Path(f).name, file_sha256(f)) for f in files),
+def cache_key(name: str, files: list[Path], settings: dict, cache_dir: Path | None = None) -> str:
+    """The table's content hash: input file checksums (sidecars under `cache_dir`), settings and code version."""
+    payload = {"name": name, "files": sorted((Path(f).name, file_sha256(f, cache_dir)) for f in files),
                "settings": settings, "version": TABLE_VERSION}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def save_table(table: Table, path: Path) -> None:
     """Write the table as one .npz, atomically (temp name + rename): a crash never leaves a trusted cache."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp.npz")
-    os.close(fd)
-    try:
+    with atomic_path(path, suffix=".tmp.npz") as tmp:  # np.savez would append .npz to any other name
         np.savez(tmp, name=np.array(table.name), indptr=table.indptr, items=table.items, times=table.times,
                  ratings=table.ratings, item_category=table.item_category, user_keys=table.user_keys,
                  item_keys=table.item_keys, category_keys=table.category_keys,
                  content_hash=np.array(table.content_hash))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def read_table(path: Path) -> Table:
@@ -173,7 +160,7 @@ def load_table(name: str, files: list[Path], settings: dict, parse: Callable[[],
     """
     from filelock import FileLock
 
-    key = cache_key(name, files, settings)
+    key = cache_key(name, files, settings, cache_dir)
     path = Path(cache_dir) / f"table_{name}_{key}.npz"
     path.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(path) + ".lock"):

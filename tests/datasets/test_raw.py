@@ -1,5 +1,5 @@
-"""datasets/raw.py: real public files give the documented counts; bad input gives errors naming file and line;
-downloads land atomically or not at all."""
+"""datasets/raw.py and the loaders it registers: real public files give the documented counts; bad input gives
+errors naming file and line; downloads land atomically or not at all."""
 from __future__ import annotations
 
 import gzip
@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from datasets import raw, synthetic
+from datasets import amazon, amazon_writer, download, raw
 from datasets.load import load_dataset
 
 SAMPLE_REL = "amazon_electronics_raw_sample/reviews_Electronics_5.sample.json"
@@ -38,12 +38,6 @@ META_LINES = [
 ]
 LEAF = {"0528881469": "Trucking GPS", "0594451647": "Power Adapters", "0594481813": "Power Adapters",
         "0972683275": "TV Ceiling & Wall Mounts", "1400501466": "Kids' Tablets", "1400501520": "Tablets"}
-
-
-@pytest.fixture(autouse=True)
-def _private_hash_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """table.file_sha256 keeps checksum sidecars under SEQREC_CACHE: keep them out of the repository."""
-    monkeypatch.setenv("SEQREC_CACHE", str(tmp_path / "sha_cache"))
 
 
 def _write_gz(path: Path, data: bytes) -> Path:
@@ -214,7 +208,7 @@ def test_missing_key(shared_data: Path, tmp_path: Path) -> None:
 
 def test_fast_and_line_parsers_agree(shared_data: Path, tmp_path: Path) -> None:
     path = _write_gz(tmp_path / "r.json.gz", (shared_data / SAMPLE_REL).read_bytes())
-    pd.testing.assert_frame_equal(raw._parse_reviews_arrow(path), raw._parse_reviews_lines(path))
+    pd.testing.assert_frame_equal(amazon._parse_reviews_arrow(path), amazon._parse_reviews_lines(path))
 
 
 def test_reviews_edge_cases_blank_lines_and_missing_rating(shared_data: Path, tmp_path: Path) -> None:
@@ -381,7 +375,7 @@ def _serve(monkeypatch: pytest.MonkeyPatch, blobs: dict[str, bytes], calls: list
         if url not in blobs:
             raise urllib.error.URLError("offline")
         return _FakeResponse(blobs[url], fail_after)
-    monkeypatch.setattr(raw, "_urlopen", opener)
+    monkeypatch.setattr(download, "_urlopen", opener)
 
 
 def test_download_offline_error_names_files_urls_and_target(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -408,7 +402,7 @@ def test_download_lands_atomically_and_parses(shared_data: Path, tmp_path: Path,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     reviews = _gz_bytes((shared_data / SAMPLE_REL).read_bytes())
     meta = _gz_bytes(("\n".join(META_LINES) + "\n").encode())
-    monkeypatch.setattr(raw, "load_manifest", lambda: _manifest(tmp_path, reviews, len(reviews),
+    monkeypatch.setattr(amazon, "load_manifest", lambda: _manifest(tmp_path, reviews, len(reviews),
                                                                 hashlib.sha256(reviews).hexdigest()))
     calls: list = []
     # first URL offline, second one serves: the loader falls through the list
@@ -428,7 +422,7 @@ def test_download_mismatch_is_rejected_and_removed(shared_data: Path, tmp_path: 
     reviews = _gz_bytes((shared_data / SAMPLE_REL).read_bytes())
     size = len(reviews) + (1 if bad == "size" else 0)
     sha = "0" * 64 if bad == "sha256" else hashlib.sha256(reviews).hexdigest()
-    monkeypatch.setattr(raw, "load_manifest", lambda: _manifest(tmp_path, reviews, size, sha))
+    monkeypatch.setattr(amazon, "load_manifest", lambda: _manifest(tmp_path, reviews, size, sha))
     _serve(monkeypatch, {"http://a.example/r.gz": reviews, "http://a.example/m.gz": _gz_bytes(b"{}\n")}, [])
     with pytest.raises(raw.DataNotFoundError) as err:
         raw.prepare("amazon", tmp_path / "data", tmp_path, category="Electronics")
@@ -439,7 +433,7 @@ def test_download_mismatch_is_rejected_and_removed(shared_data: Path, tmp_path: 
 def test_download_interrupted_leaves_nothing(shared_data: Path, tmp_path: Path,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
     reviews = _gz_bytes((shared_data / SAMPLE_REL).read_bytes())
-    monkeypatch.setattr(raw, "load_manifest", lambda: _manifest(tmp_path, reviews))
+    monkeypatch.setattr(amazon, "load_manifest", lambda: _manifest(tmp_path, reviews))
     _serve(monkeypatch, {"http://a.example/r.gz": reviews, "http://a.example/m.gz": reviews}, [], fail_after=3000)
     with pytest.raises(raw.DataNotFoundError) as err:
         raw.prepare("amazon", tmp_path / "data", tmp_path, category="Electronics")
@@ -448,7 +442,7 @@ def test_download_interrupted_leaves_nothing(shared_data: Path, tmp_path: Path,
 
 
 def test_sample_generation_crash_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    real = synthetic._atomic_gzip
+    real = amazon_writer._write_gzip
     calls = []
 
     def crash_on_second_file(path, lines, compresslevel):
@@ -456,7 +450,7 @@ def test_sample_generation_crash_leaves_nothing(tmp_path: Path, monkeypatch: pyt
         if len(calls) == 2:
             raise KeyboardInterrupt
         real(path, lines, compresslevel)
-    monkeypatch.setattr(synthetic, "_atomic_gzip", crash_on_second_file)
+    monkeypatch.setattr(amazon_writer, "_write_gzip", crash_on_second_file)
     with pytest.raises(KeyboardInterrupt):
         raw.prepare("sample", tmp_path, tmp_path / "cache", n_users=50, n_items=60, n_categories=4)
     assert list((tmp_path / "cache").iterdir()) == []

@@ -12,21 +12,11 @@ from datasets.load import load_dataset
 from datasets.table import Table
 
 
-@pytest.fixture(autouse=True)
-def _private_hash_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("SEQREC_CACHE", str(tmp_path / "sha_cache"))
-
-
 @pytest.fixture(scope="module")
 def sample_table(tmp_path_factory: pytest.TempPathFactory) -> Table:
     """The default embedded sample, through load_dataset (generated, written as raw files, parsed, tabled)."""
     tmp = tmp_path_factory.mktemp("sample")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("SEQREC_CACHE", str(tmp / "sha_cache"))
-    try:
-        return load_dataset("sample", "sample", tmp / "unused", cache_dir=tmp / "cache")
-    finally:
-        mp.undo()
+    return load_dataset("sample", "sample", tmp / "unused", cache_dir=tmp / "cache")
 
 
 def test_sample_files_are_deterministic(tmp_path: Path) -> None:
