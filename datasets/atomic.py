@@ -20,6 +20,7 @@ def atomic_path(path: Path | str, suffix: str = ".tmp") -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+    os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; the result gets a plain file's mode, as open() gives
     os.close(fd)
     tmp = Path(name)
     try:
@@ -28,6 +29,12 @@ def atomic_path(path: Path | str, suffix: str = ".tmp") -> Iterator[Path]:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_bytes(path: Path | str, data: bytes) -> None:

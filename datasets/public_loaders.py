@@ -14,13 +14,13 @@ from datasets.lines import iter_lines, parse_nonnegative_int, snippet
 from datasets.raw_errors import DataFormatError, require_files
 from datasets.raw_frames import meta_frame, one_category_meta, pad_ids, pad_ids_to, reviews_frame
 from datasets.raw_types import RawData
+from datasets.sequences import parse_sequences
 
 CLOTHING_SEQ_EXPECTED = {"users": 39_387, "items": 23_033, "categories": 1, "interactions": 278_677}
 # 16 categories by the last-row rule (1: 2,310 items, 2: 412, and 14 other values on 31 items; checked on the file)
 AMAZON_HIN_EXPECTED = {"users": 6_170, "items": 2_753, "categories": 16, "interactions": 195_791}
 GROCERY_EXPECTED = {"users": 14_681, "items": 8_713, "categories": 57, "interactions": 151_254}
 
-_SEQ_EXPECTED = "'reviewerID asin1 asin2 ...' (a user id and at least one item, separated by spaces)"
 _HIN_UI_EXPECTED = "'user<TAB>item<TAB>rating<TAB>unixtime' (four non-negative integers)"
 _HIN_IC_EXPECTED = "'item,category' (two non-negative integers)"
 _GROCERY_EXPECTED = "a header 'user_id,item_id,time' (comma or tab) and rows of three non-negative integers"
@@ -36,22 +36,7 @@ def prepare_clothing_seq(data_root: Path, cache_dir: Path, path: str | Path | No
     p = Path(path) if path is not None else data_root / "amazon_clothing_seq" / "user_sequence.txt"
     require_files([p], "clothing_seq",
                   "OpenP5 Amazon Clothing sequences: kitty-nami/OpenH5, data/Clothing/user_sequence.txt")
-    return [p], lambda: _parse_clothing_seq(p)
-
-
-def _parse_clothing_seq(path: Path) -> RawData:
-    users: list[str] = []
-    items: list[str] = []
-    positions: list[int] = []
-    for lineno, line in iter_lines(path, _SEQ_EXPECTED):
-        parts = line.decode("utf-8", "replace").split()
-        if len(parts) < 2:
-            raise DataFormatError(f"{path}, line {lineno}: expected {_SEQ_EXPECTED}; got {snippet(line)}")
-        users += [parts[0]] * (len(parts) - 1)
-        items += parts[1:]
-        positions += range(len(parts) - 1)
-    reviews = reviews_frame(users, items, np.asarray(positions, dtype=np.int64) * 86_400)  # position as time in days
-    return RawData(reviews=reviews, meta=one_category_meta(reviews), files=(path,), expected=CLOTHING_SEQ_EXPECTED)
+    return [p], lambda: parse_sequences(p, expected=CLOTHING_SEQ_EXPECTED)
 
 
 # ---------------------------------------------------------------------------------------------------------------

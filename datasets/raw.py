@@ -39,9 +39,10 @@ from datasets.public_loaders import (AMAZON_HIN_EXPECTED, CLOTHING_SEQ_EXPECTED,
 from datasets.raw_errors import DataFormatError, DataNotFoundError
 from datasets.raw_frames import ID_WIDTH
 from datasets.raw_types import RawData
+from datasets.table import TABLE_SETTINGS
 
 RAW_VERSION = "1"  # bump when any loader's output changes, to invalidate table caches
-TABLE_OPTIONS = ("min_user_interactions",)  # dataset options meant for datasets/table.py, ignored here
+TABLE_OPTIONS = TABLE_SETTINGS  # dataset options meant for datasets/table.py (the data policy), ignored here
 
 Loader = Callable[..., tuple[list[Path], Callable[[], RawData]]]
 

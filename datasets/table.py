@@ -9,19 +9,21 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
 from datasets.atomic import atomic_path, atomic_write_bytes
+from datasets.cleaning import clean_reviews
 from datasets.raw_types import RawData
 
 log = logging.getLogger(__name__)
 
-TABLE_VERSION = "1"  # bump when this module's output changes, to invalidate caches
+TABLE_VERSION = "2"  # bump when this module's output changes, to invalidate caches
 UNKNOWN_CATEGORY = "<unknown>"
+TABLE_SETTINGS = ("min_user_interactions", "k_core", "duplicates")  # dataset options for build_table
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,7 @@ class Table:
     item_keys: np.ndarray  # str [n_items]
     category_keys: np.ndarray  # str [n_categories]
     content_hash: str
+    cleaning: dict[str, int] = field(default_factory=dict)  # rows/users removed by the data policy (cleaning.py)
 
     @property
     def n_users(self) -> int:
@@ -64,11 +67,13 @@ class Table:
                 "interactions": self.n_interactions}
 
 
-def build_table(raw: RawData, name: str, min_user_interactions: int = 3) -> Table:
-    """Re-map ids by sorted raw key and sort by (user, time); `content_hash` is filled in by `load_table`."""
-    reviews = raw.reviews
-    if len(reviews) == 0:
+def build_table(raw: RawData, name: str, min_user_interactions: int = 3, k_core: int = 0,
+                duplicates: str = "drop") -> Table:
+    """Apply the data policy (datasets/cleaning.py), re-map ids by sorted raw key and sort by (user, time);
+    `content_hash` is filled in by `load_table`."""
+    if len(raw.reviews) == 0:
         raise ValueError(f"dataset {name!r}: no interactions were read from {[str(f) for f in raw.files]}")
+    reviews, cleaning = clean_reviews(raw.reviews, name, min_user_interactions, k_core, duplicates)
     user_raw = reviews["user"].to_numpy(dtype=str)
     item_raw = reviews["item"].to_numpy(dtype=str)
     time = reviews["time"].to_numpy(dtype=np.int64)
@@ -89,18 +94,12 @@ def build_table(raw: RawData, name: str, min_user_interactions: int = 3) -> Tabl
     order = np.lexsort((time, user_ids))  # stable: ties keep raw file order
     user_sorted = user_ids[order]
     counts = np.bincount(user_sorted, minlength=len(user_keys))
-    short = np.flatnonzero(counts < min_user_interactions)
-    if len(short):
-        raise ValueError(
-            f"dataset {name!r}: {len(short)} users have fewer than {min_user_interactions} interactions "
-            f"(needed for a train/test split), e.g. user {user_keys[short[0]]!r} with {counts[short[0]]}; "
-            f"filter them out (k-core) before loading")
     indptr = np.zeros(len(user_keys) + 1, dtype=np.int64)
     np.cumsum(counts, out=indptr[1:])
     ratings = np.nan_to_num(rating[order], nan=0.0).round().clip(0, 127).astype(np.int8)
     return Table(name=name, indptr=indptr, items=item_ids[order].astype(np.int32), times=time[order],
                  ratings=ratings, item_category=item_category.astype(np.int32), user_keys=user_keys,
-                 item_keys=item_keys, category_keys=category_keys, content_hash="")
+                 item_keys=item_keys, category_keys=category_keys, content_hash="", cleaning=cleaning)
 
 
 def file_sha256(path: Path, cache_dir: Path | None = None, chunk: int = 1 << 20) -> str:
@@ -140,7 +139,7 @@ def save_table(table: Table, path: Path) -> None:
         np.savez(tmp, name=np.array(table.name), indptr=table.indptr, items=table.items, times=table.times,
                  ratings=table.ratings, item_category=table.item_category, user_keys=table.user_keys,
                  item_keys=table.item_keys, category_keys=table.category_keys,
-                 content_hash=np.array(table.content_hash))
+                 content_hash=np.array(table.content_hash), cleaning=np.array(json.dumps(table.cleaning)))
 
 
 def read_table(path: Path) -> Table:
@@ -148,6 +147,7 @@ def read_table(path: Path) -> Table:
         fields = {k: z[k] for k in z.files}
     fields["name"] = str(fields["name"])
     fields["content_hash"] = str(fields["content_hash"])
+    fields["cleaning"] = json.loads(str(fields["cleaning"]))
     return Table(**fields)
 
 
@@ -170,7 +170,7 @@ def load_table(name: str, files: list[Path], settings: dict, parse: Callable[[],
         else:
             log.info("dataset %s: cache miss, parsing %d file(s)", name, len(files))
             raw = parse()
-            table = build_table(raw, name, **{k: v for k, v in settings.items() if k == "min_user_interactions"})
+            table = build_table(raw, name, **{k: v for k, v in settings.items() if k in TABLE_SETTINGS})
             table = Table(**{**table.__dict__, "content_hash": key})
             save_table(table, path)
             expected = expected if expected is not None else raw.expected

@@ -30,3 +30,14 @@ def test_suffix_is_kept_for_writers_that_add_extensions(tmp_path: Path) -> None:
         assert tmp.name.endswith(".tmp.npz") and tmp.parent == tmp_path
         tmp.write_bytes(b"x")
     assert (tmp_path / "t.npz").read_bytes() == b"x"
+
+
+def test_the_file_gets_the_mode_open_would_give(tmp_path: Path) -> None:
+    import os
+    mask = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "r.md", "x")
+        (tmp_path / "plain.md").write_text("x")
+    finally:
+        os.umask(mask)
+    assert (tmp_path / "r.md").stat().st_mode & 0o777 == (tmp_path / "plain.md").stat().st_mode & 0o777 == 0o644

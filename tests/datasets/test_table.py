@@ -37,10 +37,37 @@ def test_items_without_meta_get_unknown_category(caplog):
     assert t.category_keys.tolist() == ["<unknown>", "x"] and "have no metadata" in caplog.text
 
 
-def test_short_users_are_rejected_by_name():
+def test_short_users_are_dropped_and_counted(caplog):
     r = raw([("u1", "a", 1, 1.0), ("u1", "b", 2, 1.0), ("u2", "a", 1, 1.0)], [("a", "x"), ("b", "x")])
-    with pytest.raises(ValueError, match="fewer than 2 interactions.*'u2'"):
-        build_table(r, "t", min_user_interactions=2)
+    with caplog.at_level(logging.WARNING):
+        t = build_table(r, "t", min_user_interactions=2)
+    assert t.user_keys.tolist() == ["u1"] and t.n_interactions == 2
+    assert t.cleaning["short_users_dropped"] == 1 and t.cleaning["short_user_rows_dropped"] == 1
+    assert "short_users_dropped = 1" in caplog.text
+    with pytest.raises(ValueError, match="no interactions left after the data policy"):
+        build_table(r, "t", min_user_interactions=3)
+
+
+def test_exact_duplicates_dropped_or_kept_by_policy():
+    rows = [("u", "a", 1, 5.0), ("u", "b", 2, 4.0), ("u", "c", 3, np.nan)]
+    r = raw(rows + rows + [("u", "a", 1, 4.0)], [("a", "x")])  # every row twice; a different rating is not exact
+    t = build_table(r, "t")
+    assert t.n_interactions == 4 and t.cleaning["duplicate_rows_dropped"] == 3
+    kept = build_table(r, "t", duplicates="keep")
+    assert kept.n_interactions == 7 and "duplicate_rows_dropped" not in kept.cleaning
+    with pytest.raises(ValueError, match="duplicates='merge'; expected one of"):
+        build_table(r, "t", duplicates="merge")
+
+
+def test_k_core_filters_users_and_items_until_stable():
+    # c and e are seen once: they go, then u4 (left with a alone) goes; a, b, d keep their 3 users
+    rows = [(u, i, t, 1.0) for t, (u, i) in enumerate(
+        [("u1", "a"), ("u1", "b"), ("u1", "d"), ("u2", "a"), ("u2", "b"), ("u2", "d"), ("u3", "a"), ("u3", "b"),
+         ("u3", "d"), ("u4", "a"), ("u4", "c"), ("u4", "e")])]
+    t = build_table(raw(rows, [("a", "x")]), "t", k_core=3)
+    assert t.user_keys.tolist() == ["u1", "u2", "u3"] and t.item_keys.tolist() == ["a", "b", "d"]
+    assert (t.cleaning["k_core_users_dropped"], t.cleaning["k_core_items_dropped"],
+            t.cleaning["k_core_rows_dropped"]) == (1, 2, 3)
 
 
 def test_second_load_hits_cache_and_parser_is_not_called(tmp_path):
