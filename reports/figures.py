@@ -1,7 +1,8 @@
 """The report's PNGs (matplotlib, Agg): AUC vs training step, AUC with 95% CIs against the paper, throughput, and
 the optimism diagnostic (validation and test AUC along training).
 
-Inputs are the DataFrames reports/table3.py builds from MLflow; nothing here queries MLflow or trains.
+Inputs are the DataFrames reports/runs.py reads from MLflow and reports/cells.py summarises; nothing here queries
+MLflow or trains. Each PNG is written atomically, like the markdown beside it.
 """
 from __future__ import annotations
 
@@ -15,14 +16,15 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from reports.table3 import (MODEL_LABELS, OTHER_MODELS, PAPER_MODELS, column_title, dataset_order,  # noqa: E402
+from datasets.atomic import atomic_path  # noqa: E402
+from reports.labels import (OTHER_MODELS, PAPER_MODELS, column_title, dataset_order, label,  # noqa: E402
                             model_order, paper_column_of, paper_value)
 
 _ALL = list(PAPER_MODELS) + list(OTHER_MODELS)
 plt.rcParams.update({"font.size": 10, "axes.titlesize": 11, "figure.dpi": 110})
 
 
-def model_color(model: str):
+def model_color(model: str) -> tuple[float, float, float, float]:
     """The same colour for a model in every figure (tab10 has exactly the ten registered models)."""
     i = _ALL.index(model) if model in _ALL else len(_ALL) + sum(map(ord, model))
     return plt.get_cmap("tab10" if i < 10 else "tab20")(i % (10 if i < 10 else 20))
@@ -37,8 +39,14 @@ def _grid(n: int, width: float, height: float, max_cols: int = 3):
     return fig, list(axes.flat[:n])
 
 
-def _label(model: str) -> str:
-    return MODEL_LABELS.get(model, model)
+def _save(fig, path: Path) -> Path:
+    """Lay out, write the PNG atomically (the temporary keeps the .png suffix matplotlib reads the format from) and
+    free the figure."""
+    fig.tight_layout()
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, bbox_inches="tight")
+    plt.close(fig)
+    return path
 
 
 def curves_figure(picked: pd.DataFrame, curves: pd.DataFrame, path: Path) -> Path | None:
@@ -67,20 +75,17 @@ def curves_figure(picked: pd.DataFrame, curves: pd.DataFrame, path: Path) -> Pat
                     ax.plot(one["step"], one["value"], color=model_color(m), lw=0.7, alpha=0.35)
             mean = c.groupby("step")["value"].mean()
             (h,) = ax.plot(mean.index, mean.values, color=model_color(m), lw=1.8,
-                           marker="o" if len(mean) < 15 else None, ms=3, label=_label(m))
+                           marker="o" if len(mean) < 15 else None, ms=3, label=label(m))
             handles[m] = h
         ax.set_title(column_title(d, paper_column_of(d, sub["paper_column"].iloc[0])))
         ax.set_xlabel("optimiser step (batch sizes differ per model)")
         ax.set_ylabel(f"{'/'.join(sorted(set(keys)))} AUC (per-user)")
         ax.grid(alpha=0.3)
     order = [m for m in model_order(set(handles)) if m in handles]
-    fig.legend([handles[m] for m in order], [_label(m) for m in order], loc="center left", bbox_to_anchor=(1.0, 0.5),
+    fig.legend([handles[m] for m in order], [label(m) for m in order], loc="center left", bbox_to_anchor=(1.0, 0.5),
                frameon=False)
     fig.suptitle("AUC at each evaluation (thick: mean over seeds; thin: one seed)")
-    fig.tight_layout()
-    fig.savefig(path, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def auc_figure(cells: pd.DataFrame, col_stats: dict, metric: str, path: Path) -> Path | None:
@@ -123,17 +128,14 @@ def auc_figure(cells: pd.DataFrame, col_stats: dict, metric: str, path: Path) ->
         lo, hi = min(lows), max(highs)
         ax.set_xlim(lo - (0.01 if lo < base else 0.0),
                     min(1.0, hi + max(0.02, 0.12 * (hi - lo))) if hi <= 1.0 else hi * 1.1)
-        ax.set_yticks(ys, [_label(m) for m in models])
+        ax.set_yticks(ys, [label(m) for m in models])
         whiskers = "95% CI" if stats is not None else "± sd over seeds"
         ax.set_xlabel(f"{metric} (bars from {base:g}{' = chance' if base else ''}; whiskers: {whiskers}; ◆ paper)")
         ax.set_title(column_title(d, pcol))
         ax.grid(axis="x", alpha=0.3)
     fig.suptitle(f"{metric}: ours" + (" with 95% bootstrap CIs over users" if col_stats else "")
                  + " vs ATRank Table 3")
-    fig.tight_layout()
-    fig.savefig(path, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def throughput_figure(picked: pd.DataFrame, path: Path) -> Path | None:
@@ -154,16 +156,13 @@ def throughput_figure(picked: pd.DataFrame, path: Path) -> Path | None:
             ax.text(rate[m], y, f" {rate[m]:,.0f}", va="center", fontsize=8)
         ax.set_xscale("log")
         ax.set_xlim(rate.min() / 2, rate.max() * 8)
-        ax.set_yticks(ys, [_label(m) for m in models])
+        ax.set_yticks(ys, [label(m) for m in models])
         ax.set_xlabel("training examples / s (log scale)")
         threads = ", ".join(sorted(set(sub["tags.torch_threads"]) - {""})) if "tags.torch_threads" in sub else ""
         ax.set_title(f"{d}" + (f" ({threads} torch thread(s))" if threads else ""))
         ax.grid(axis="x", alpha=0.3)
     fig.suptitle("Training throughput (shared CPU: compare within a report only)")
-    fig.tight_layout()
-    fig.savefig(path, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def optimism_figure(picked: pd.DataFrame, curves: pd.DataFrame | None, path: Path) -> Path | None:
@@ -172,8 +171,9 @@ def optimism_figure(picked: pd.DataFrame, curves: pd.DataFrame | None, path: Pat
     opt = picked[(picked["protocol"] == "optimism") & (picked["status"] == "FINISHED")]
     if opt.empty or curves is None or curves.empty:
         return None
-    panels = [(d, m) for d in dataset_order(opt.drop_duplicates("dataset"))
-              for m in model_order(set(opt[opt["dataset"] == d]["model"])) if m in set(opt[opt["dataset"] == d]["model"])]
+    models = {d: set(opt[opt["dataset"] == d]["model"]) for d in set(opt["dataset"])}
+    panels = [(d, m) for d in dataset_order(opt.drop_duplicates("dataset")) for m in model_order(models[d])
+              if m in models[d]]
     fig, axes = _grid(len(panels), 4.0, 3.3, max_cols=4)
     handles: dict[str, object] = {}
     for ax, (d, m) in zip(axes, panels):
@@ -196,7 +196,7 @@ def optimism_figure(picked: pd.DataFrame, curves: pd.DataFrame | None, path: Pat
                 (handles["best test AUC seen (test-set selection)"],) = ax.plot(
                     t["step"].iloc[i], t["value"].iloc[i], "*", ms=11, color="black")
         o = runs["metrics.optimism"].dropna() if "metrics.optimism" in runs else pd.Series(dtype=float)
-        ax.set_title(f"{_label(m)} ({d})\noptimism " + (f"{o.mean():+.4f}" if len(o) else "not logged")
+        ax.set_title(f"{label(m)} ({d})\noptimism " + (f"{o.mean():+.4f}" if len(o) else "not logged")
                      + (f" (mean of {len(o)} seeds)" if len(o) > 1 else ""), fontsize=10)
         ax.set_xlabel("optimiser step")
         ax.set_ylabel("AUC (per-user)")
@@ -210,14 +210,12 @@ def optimism_figure(picked: pd.DataFrame, curves: pd.DataFrame | None, path: Pat
         fig.legend(list(handles.values()), names, loc="upper center", bbox_to_anchor=(0.5, 0.0),
                    ncol=2, frameon=False)
     fig.suptitle("DIAGNOSTIC (protocol=optimism, not a headline number): test AUC tracked along training")
-    fig.tight_layout()
-    fig.savefig(path, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def make_figures(picked: pd.DataFrame, cells: pd.DataFrame, curves: pd.DataFrame, col_stats: dict, *, metric: str,
                  out_dir: Path, stem: str) -> list[Path]:
+    """One Table 3's figures, `<stem>_curves.png`, `<stem>_auc.png`, `<stem>_throughput.png`: those that have data."""
     out_dir = Path(out_dir)
     made = [curves_figure(picked, curves, out_dir / f"{stem}_curves.png"),
             auc_figure(cells, col_stats, metric, out_dir / f"{stem}_auc.png"),

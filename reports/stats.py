@@ -54,6 +54,7 @@ def bootstrap_means(x: np.ndarray, n_boot: int = 2000, seed: int = 0, chunk: int
 
 
 def percentile_interval(estimate: float, samples: np.ndarray, level: float = 0.95) -> Interval:
+    """The central `level` share of bootstrap `samples` around an `estimate` computed on the full sample."""
     a = (1.0 - level) / 2.0
     lo, hi = np.quantile(samples, [a, 1.0 - a])
     return Interval(float(estimate), float(lo), float(hi))

@@ -3,7 +3,7 @@
 Examples:
   python runners/report.py --dataset clothing_seq --protocol paper
   python runners/report.py --experiment sample/paper --metric test_roc_auc --name sample_roc
-  python runners/report.py --tracking-uri sqlite:////tmp/x/mlflow.db --filter "params.trainer.max_steps = '2000'"
+  python runners/report.py --tracking-uri sqlite:////abs/path/mlflow.db --filter "params.trainer.max_steps = '2000'"
   python runners/report.py --dataset clothing_seq --protocol paper --protocol loo_val --protocol optimism
 """
 from __future__ import annotations

@@ -1,14 +1,18 @@
-"""The report's honest sections (issue #9, items 4-5): the optimism diagnostic, paper vs loo_val, and rank agreement
-across metrics. Pure functions on hand-built run tables, plus one pass through the CLI on a tiny MLflow store
-filled by hand (no training)."""
+"""The report's honest sections: the optimism diagnostic, paper vs loo_val, and rank agreement across metrics.
+Pure functions on hand-built run tables, plus one pass through the CLI on a tiny MLflow store filled by hand (no
+training)."""
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from reports import stats, table3
-from reports.table3 import DASH, RunFilter
+from reports.agreement import RANK_METRICS, metric_agreement, metric_agreement_markdown
+from reports.cells import wide_cells
+from reports.labels import DASH
+from reports.protocols import optimism_cells, selected_steps, selection_comparison
+from reports.render import render_report
+from reports.runs import RunFilter, normalize_runs, pick_runs
 
 LABELS = {"paper": "test-set selection (as in the paper)", "loo_val": "validation selection (test read once)",
           "optimism": "diagnostic: test tracked along training (not a headline number)"}
@@ -31,7 +35,7 @@ def fake_runs(rows: list[tuple]) -> pd.DataFrame:
             "params.protocol.full_ranking_users": users,
             "metrics.steps": 2000.0 if status == "FINISHED" else np.nan,
             **{f"metrics.{k}": v for k, v in metrics.items()}})
-    return table3.normalize_runs(pd.DataFrame(recs), {"1": "clothing_seq/x"})
+    return normalize_runs(pd.DataFrame(recs), {"1": "clothing_seq/x"})
 
 
 def row(md: str, label: str, after: str = "") -> list[str]:
@@ -59,13 +63,13 @@ RUNS = [
 
 def render(rows: list[tuple], **kw) -> str:
     runs = fake_runs(rows)
-    return table3.render_report(table3.pick_runs(runs), runs=runs, title="t", metric="test_auc",
+    return render_report(pick_runs(runs), runs=runs, title="t", metric="test_auc",
                                 tracking_uri="sqlite:///x.db", flt=RunFilter(), column_stats_by_key={}, figures={},
                                 command="report", n_boot=10, **kw)
 
 
 def test_optimism_cells_match_the_inputs():
-    cells = table3.optimism_cells(table3.pick_runs(fake_runs(RUNS))).set_index("model")
+    cells = optimism_cells(pick_runs(fake_runs(RUNS))).set_index("model")
     assert cells.loc["bpr", "test_auc_at_test_best:mean"] == pytest.approx(0.71)
     assert cells.loc["bpr", "test_auc:mean"] == pytest.approx(0.685)
     assert cells.loc["bpr", "optimism:mean"] == pytest.approx(0.025)
@@ -103,7 +107,7 @@ def test_zero_optimism_at_the_last_step_is_called_unmeasurable():
 
 
 def test_paper_vs_loo_val_side_by_side():
-    cmp = table3.selection_comparison(table3.pick_runs(fake_runs(RUNS)))
+    cmp = selection_comparison(pick_runs(fake_runs(RUNS)))
     assert list(cmp["model"]) == ["bpr"]                     # the only model with both protocols
     assert cmp.loc[0, "diff"] == pytest.approx(0.71 - 0.685)
     md = render(RUNS)
@@ -129,35 +133,28 @@ def test_metric_agreement_table_missing_metric_is_a_dash():
     assert "not logged by these runs" in paper and "| BPR |" not in paper
 
 
-def test_kendall_tau_identical_and_reversed_rankings():
-    x = np.array([0.1, 0.2, 0.3, 0.4])
-    assert stats.kendall_tau(x, x * 10)[0] == pytest.approx(1.0)
-    assert stats.kendall_tau(x, -x)[0] == pytest.approx(-1.0)
-    assert np.isnan(stats.kendall_tau(x[:1], x[:1])[0])
-
-
 def test_metric_agreement_rankings_ranks_and_taus():
     rows = [(m, "loo_val", 0, "FINISHED", {"test_auc": a, "test_sampled_ndcg_10": s, "test_full_ndcg_10": f})
             for m, a, s, f in [("bpr", 0.6, 0.1, 0.04), ("cnn", 0.7, 0.2, 0.02), ("atrank", 0.8, 0.3, 0.02)]]
-    picked = table3.pick_runs(fake_runs(rows))
-    [e] = table3.metric_agreement(table3.wide_cells(picked, table3.RANK_METRICS))
+    picked = pick_runs(fake_runs(rows))
+    [e] = metric_agreement(wide_cells(picked, RANK_METRICS))
     assert e["rankings"]["test_auc"] == [["atrank"], ["cnn"], ["bpr"]]
     assert e["rankings"]["test_full_ndcg_10"] == [["bpr"], ["cnn", "atrank"]]        # exact tie grouped
     assert e["ranks"]["test_full_ndcg_10"] == {"bpr": 1, "cnn": 2, "atrank": 2}
     taus = {(t["a"], t["b"]): t for t in e["taus"]}
     assert taus[("test_auc", "test_sampled_ndcg_10")]["tau"] == pytest.approx(1.0)
     assert taus[("test_auc", "test_full_ndcg_10")]["tau"] < 0 and taus[("test_auc", "test_full_ndcg_10")]["n"] == 3
-    md = table3.metric_agreement_markdown(table3.wide_cells(picked, table3.RANK_METRICS), picked, "g")
+    md = metric_agreement_markdown(wide_cells(picked, RANK_METRICS), picked, "g")
     assert "- `test_full_ndcg_10` (" in md and "BPR > CNN + Max Pooling = ATRank" in md
     assert "| `test_auc` vs `test_sampled_ndcg_10` | 3 | +1.00 |" in md
 
 
 def test_selected_steps_from_best_step_and_the_test_curve():
-    picked = table3.pick_runs(fake_runs(RUNS[:1]))
+    picked = pick_runs(fake_runs(RUNS[:1]))
     curves = pd.DataFrame({"run_id": "run00", "key": ["curve/test_auc"] * 3 + ["curve/valid_auc"],
                            "step": [500, 1000, 1500, 500], "value": [0.6, 0.7, 0.7, 0.9]})
-    assert table3.selected_steps(picked, curves) == {"run00": (1000.0, 1000.0)}    # first maximum
-    assert table3.selected_steps(picked, None) == {"run00": (1000.0, None)}
+    assert selected_steps(picked, curves) == {"run00": (1000.0, 1000.0)}    # first maximum
+    assert selected_steps(picked, None) == {"run00": (1000.0, None)}
 
 
 def test_cli_on_a_tiny_store(tmp_path):

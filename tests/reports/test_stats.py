@@ -20,7 +20,29 @@ def test_bootstrap_ci_width_matches_the_normal_interval():
     analytic_width = 2 * stats.Z95 * np.sqrt(0.8 * 0.2 / 10_000)   # 0.01568
     assert np.isclose(normal.width, analytic_width, rtol=1e-3)
     assert abs(boot.width / normal.width - 1) < 0.10
-    assert boot.estimate == 0.8 and boot.contains(0.8)
+    assert boot.estimate == 0.8
+    assert abs(boot.lo - normal.lo) < 1e-3 and abs(boot.hi - normal.hi) < 1e-3   # centred where the analytic one is
+
+
+def test_percentile_interval_is_the_percentiles_of_the_resamples():
+    x = outcomes(0.3, 500, seed=4)
+    ci = stats.bootstrap_ci(x, n_boot=700, seed=5, level=0.9)
+    lo, hi = np.percentile(stats.bootstrap_means(x, 700, seed=5), [5, 95])
+    assert (ci.lo, ci.hi) == (lo, hi)
+    const = stats.bootstrap_ci(np.full(50, 0.25), n_boot=200)       # a constant sample: no sampling spread
+    assert (const.lo, const.hi, const.width) == (0.25, 0.25, 0.0)
+
+
+def test_difference_interval_excludes_zero_only_for_a_real_difference():
+    rng = np.random.default_rng(6)
+    a = (rng.random(4000) < 0.75).astype(float)
+    planted = np.where(rng.random(4000) < 0.10, 0.0, a)              # 10% of users turned to failures
+    same_rate = (rng.random(4000) < 0.75).astype(float)              # another model, no true difference
+    boot = stats.bootstrap_means(np.stack([a, planted, same_rate], 1), n_boot=1000, seed=0)
+    real = stats.percentile_interval(a.mean() - planted.mean(), boot[:, 0] - boot[:, 1])
+    none = stats.percentile_interval(a.mean() - same_rate.mean(), boot[:, 0] - boot[:, 2])
+    assert real.lo > 0
+    assert none.lo < 0 < none.hi
 
 
 def test_bootstrap_means_pairs_columns_on_the_same_users():

@@ -1,12 +1,16 @@
-"""reports/table3.py on hand-built run tables (the layout of mlflow.search_runs): no MLflow, no training."""
+"""Table 3's cells, markdown and column statistics on hand-built run tables (the layout of mlflow.search_runs):
+no MLflow, no training."""
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from reports import table3
-from reports.table3 import RunFilter
+from reports import stats
+from reports.cells import summarize_cells
+from reports.render import render_report, table3_markdown
+from reports.runs import RunFilter, normalize_runs, pick_runs
+from reports.significance import column_stats
 
 LABELS = {"paper": "test-set selection (as in the paper)", "loo_val": "validation selection (test read once)"}
 
@@ -25,7 +29,7 @@ def fake_runs(rows: list[tuple]) -> pd.DataFrame:
             "false", "tags.data_hash": "d1", "tags.error": "FloatingPointError: nan" if status == "FAILED" else None,
             "metrics.test_auc": auc, "metrics.steps": 100.0 if status == "FINISHED" else np.nan,
             "params.trainer.max_steps": "100"})
-    return table3.normalize_runs(pd.DataFrame(recs), {"1": "clothing_seq/paper"})
+    return normalize_runs(pd.DataFrame(recs), {"1": "clothing_seq/paper"})
 
 
 def row(md: str, label: str) -> list[str]:
@@ -41,9 +45,9 @@ RUNS = [("bpr", "clothing_seq", "paper", 0, "FINISHED", 0.70, 0),
 
 
 def test_cells_layout_failed_absent_and_paper_values():
-    picked = table3.pick_runs(fake_runs(RUNS))
+    picked = pick_runs(fake_runs(RUNS))
     assert set(picked["run_id"]) == {"run00", "run01", "run02", "run03"}   # the finished POP run wins
-    md = table3.table3_markdown(table3.summarize_cells(picked))
+    md = table3_markdown(summarize_cells(picked))
     header = row(md, "Model")
     assert header == ["Model", "Clothe. (clothing_seq): test_auc", "paper", "Δ"]
     sd = np.std([0.70, 0.72], ddof=1)
@@ -57,7 +61,7 @@ def test_cells_layout_failed_absent_and_paper_values():
 
 def test_best_per_column_is_bold_and_partial_failures_are_counted():
     runs = RUNS[:3] + [("atrank", "clothing_seq", "paper", 1, "FINISHED", 0.80, 4)]
-    md = table3.table3_markdown(table3.summarize_cells(table3.pick_runs(fake_runs(runs))))
+    md = table3_markdown(summarize_cells(pick_runs(fake_runs(runs))))
     assert row(md, "ATRank")[1] == "**0.8000** (n=1; 1 FAILED)"
     assert "**" not in row(md, "BPR")[1]
 
@@ -65,8 +69,8 @@ def test_best_per_column_is_bold_and_partial_failures_are_counted():
 def test_one_table_per_protocol_with_its_label_and_provenance():
     runs = RUNS[:2] + [("bpr", "clothing_seq", "loo_val", 0, "FINISHED", 0.69, 5)]
     runs_df = fake_runs(runs)
-    picked = table3.pick_runs(runs_df)
-    md = table3.render_report(picked, runs=runs_df, title="t", metric="test_auc", tracking_uri="sqlite:///x.db",
+    picked = pick_runs(runs_df)
+    md = render_report(picked, runs=runs_df, title="t", metric="test_auc", tracking_uri="sqlite:///x.db",
                               flt=RunFilter(), column_stats_by_key={}, figures={}, command="report", n_boot=10)
     assert "## Table 3: test-set selection (as in the paper) (protocol `paper`" in md
     assert "## Table 3: validation selection (test read once) (protocol `loo_val`" in md
@@ -78,7 +82,7 @@ def test_one_table_per_protocol_with_its_label_and_provenance():
 def test_other_metric_has_no_paper_value():
     df = fake_runs(RUNS[:2])
     df["metrics.test_roc_auc"] = [0.75, 0.77]
-    md = table3.table3_markdown(table3.summarize_cells(table3.pick_runs(df), "test_roc_auc"), "test_roc_auc")
+    md = table3_markdown(summarize_cells(pick_runs(df), "test_roc_auc"), "test_roc_auc")
     assert row(md, "BPR")[1:] == [f"**0.7600** ± {np.std([0.75, 0.77], ddof=1):.4f} (n=2)", "—", "—"]
 
 
@@ -86,10 +90,17 @@ def test_column_stats_pairs_users_and_averages_seeds():
     users = pd.DataFrame({"reviewerID": [f"u{i}" for i in range(400)], "pos": "p", "neg": "n"})
     rng = np.random.default_rng(0)
     a0, a1, b0 = (users.assign(correct=(rng.random(400) < r).astype(int)) for r in (0.8, 0.8, 0.6))
-    col = table3.column_stats("x", {"bpr": {"0": a0, "1": a1}, "pop": {"0": b0.iloc[::-1]}}, ["bpr", "pop"],
+    col = column_stats("x", {"bpr": {"0": a0, "1": a1}, "pop": {"0": b0.iloc[::-1]}}, ["bpr", "pop"],
                               n_boot=400)
     assert col.n_users == 400 and col.n_seeds == {"bpr": 2, "pop": 1}
     assert col.ci["bpr"].estimate == pytest.approx((a0.correct.mean() + a1.correct.mean()) / 2)
-    assert all(c.contains(c.estimate) for c in col.ci.values())
+    # the intervals are the percentiles of the same user resamples, on outcomes aligned by user (pop came reversed)
+    x = np.stack([(a0.correct.to_numpy() + a1.correct.to_numpy()) / 2, b0.correct.to_numpy()], 1)
+    boot = stats.bootstrap_means(x, 400, seed=0)
+    for i, m in enumerate(["bpr", "pop"]):
+        lo, hi = np.percentile(boot[:, i], [2.5, 97.5])
+        assert (col.ci[m].lo, col.ci[m].hi) == pytest.approx((lo, hi), abs=1e-12)
+    lo, hi = np.percentile(boot[:, 1] - boot[:, 0], [2.5, 97.5])
+    assert (col.diff_to_best["pop"].lo, col.diff_to_best["pop"].hi) == pytest.approx((lo, hi), abs=1e-12)
     assert col.best == "bpr" and col.diff_to_best["pop"].hi < 0
     assert col.adjacent[0].mcnemar.only_a == int(((a0.correct == 1) & (b0.correct == 0)).sum())
