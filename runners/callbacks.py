@@ -1,28 +1,40 @@
-"""Hydra callbacks: create the MLflow store before jobs start; summarise a sweep from MLflow when it ends."""
+"""Hydra callbacks, registered in conf/config.yaml under hydra.callbacks:
+
+- CreateTrackingStore: create the MLflow store before any job starts (parallel jobs then only write to it);
+- SummariseSweep: when a multirun ends, print what each job did (from its status.json) and exit 1 if any failed;
+- WriteReport: when a multirun ends, write the Table 3 report of the experiments the sweep touched.
+
+Hydra calls end hooks in reverse order of registration, so `report` (registered last) is written before the
+summary prints and sets the exit code. The report covers every run of those experiments, not only this sweep's,
+so the table accumulates across sweeps; a report failure is printed and never changes the sweep's outcome.
+"""
 from __future__ import annotations
 
 import json
-import logging
+import re
 import sys
+import traceback
 from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if sys.path[0] != str(REPO_ROOT):  # Hydra imports this module by name: our `datasets`, never Hugging Face's
+    sys.path.insert(0, str(REPO_ROOT))
 from runners.tracking import ensure_store, tracking_uri  # noqa: E402
 
-log = logging.getLogger(__name__)
 
-
-class PrepareTracking(Callback):
+class CreateTrackingStore(Callback):
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         ensure_store(tracking_uri(config.mlflow.tracking_uri))
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         ensure_store(tracking_uri(config.mlflow.tracking_uri))
 
+
+class SummariseSweep(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         """Print how many jobs finished, failed or were skipped (from each job's status.json); exit 1 on failures."""
         sweep_dir = Path(config.hydra.sweep.dir)
@@ -42,3 +54,49 @@ class PrepareTracking(Callback):
                   f"{config.protocol.select_on} ({config.protocol.name})", flush=True)
         if counts["FAILED"]:
             raise SystemExit(1)
+
+
+class WriteReport(Callback):
+    def __init__(self, out_dir: str | None = None, name: str | None = None, metric: str = "test_auc",
+                 n_boot: int = 2000, figures: bool = True, enabled: bool = True) -> None:
+        self.out_dir = Path(out_dir) if out_dir else REPO_ROOT / "reports" / "out"
+        self.name = name
+        self.metric = metric
+        self.n_boot = n_boot
+        self.figures = figures
+        self.enabled = enabled
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        if not self.enabled:
+            return
+        try:
+            path = self._write(config)
+            print(f"report: {path}" if path else "report: no MLflow runs from this sweep, nothing written", flush=True)
+        except Exception as e:  # noqa: BLE001  (a report must never fail a sweep)
+            print(f"report: not written ({type(e).__name__}: {e})\n{traceback.format_exc()}", flush=True)
+
+    def _write(self, config: DictConfig) -> Path | None:
+        import mlflow
+
+        from reports.table3 import RunFilter, write_report  # lazy: only a multirun's end needs the report stage
+
+        uri = tracking_uri(config.mlflow.tracking_uri)
+        sweep_dir = Path(config.hydra.sweep.dir).resolve()   # as runners/run.py tags it
+        client = mlflow.MlflowClient(uri)
+        exp_ids = {e.experiment_id for e in client.search_experiments()}
+        touched = {r.info.experiment_id for r in client.search_runs(
+            list(exp_ids), filter_string=f"tags.sweep_dir = '{sweep_dir}'")} if exp_ids else set()
+        # Jobs skipped as already finished log nothing new: their run ids are in the jobs' status files.
+        for status in sweep_dir.glob("*/status.json"):
+            run_id = json.loads(status.read_text()).get("run_id")
+            if run_id:
+                touched.add(client.get_run(run_id).info.experiment_id)
+        if not touched:
+            return None
+        names = tuple(sorted(client.get_experiment(i).name for i in touched))
+        name = self.name or "sweep_" + re.sub(r"[^A-Za-z0-9_.-]+", "_", "_".join(sweep_dir.parts[-2:]))
+        report = write_report(uri, RunFilter(experiments=names), out_dir=self.out_dir, name=name, metric=self.metric,
+                              n_boot=self.n_boot, with_figures=self.figures,
+                              command="python runners/report.py " + " ".join(f"--experiment '{n}'" for n in names)
+                              + f" --tracking-uri '{uri}' --name {name}")
+        return report.path

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from datasets.batches import BatchMaker, Rows
+from datasets.split import Split
 from models.interface import SeqRecModel
 from runners import metrics
 
@@ -125,3 +126,16 @@ def extra_metrics(outcome: EvalOutcome, ranks: np.ndarray | None, ks: tuple[int,
     if ranks is not None:
         out.update({f"full_{k}": v for k, v in metrics.hit_ndcg_mrr(ranks, ks).items()})
     return out
+
+
+def final_evaluation(model: SeqRecModel, maker: BatchMaker, rows: Rows, split: Split, batch_size: int,
+                     full_ranking_users: int, seed: int) -> tuple[EvalOutcome, dict]:
+    """Outcomes on `rows` (positive, frozen negative, the split's sampled negatives) and the extra metrics; full
+    ranking on a seeded subset of `full_ranking_users` users (-1: all, 0: none)."""
+    outcome = evaluate(model, maker, rows, batch_size, extra_negs=split.eval_negs)
+    ranks = None
+    if full_ranking_users:
+        n = len(rows) if full_ranking_users < 0 else min(full_ranking_users, len(rows))
+        subset = np.sort(np.random.default_rng(seed).choice(len(rows), size=n, replace=False))
+        ranks = full_ranks(model, maker, rows.take(subset), batch_size)
+    return outcome, extra_metrics(outcome, ranks)

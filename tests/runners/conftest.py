@@ -23,9 +23,11 @@ def isolated(tmp_path) -> dict[str, str]:
 
 
 def run_cli(args: list[str], env: dict[str, str], cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
-    """python runners/run.py <args> from `cwd` (outputs land there), as a user would type it."""
-    return subprocess.run([sys.executable, str(REPO_ROOT / "runners" / "run.py"), *args], env=env, cwd=cwd,
-                          capture_output=True, text=True, timeout=timeout)
+    """python runners/run.py <args> from `cwd`, as a user would type it. Hydra's outputs land in `cwd`, and so
+    does a multirun's Table 3 report (<cwd>/reports; by default it goes to the repo's reports/out)."""
+    report_dir = f"++hydra.callbacks.report.out_dir={cwd / 'reports'}"
+    return subprocess.run([sys.executable, str(REPO_ROOT / "runners" / "run.py"), *args, report_dir], env=env,
+                          cwd=cwd, capture_output=True, text=True, timeout=timeout)
 
 
 def compose(overrides: list[str]):

@@ -25,9 +25,11 @@ from datasets.batches import BatchMaker, eval_rows
 from datasets.split import make_split
 from datasets.table import build_table
 from models.registry import get_model
-from runners.data_parallel import Helpers, shard
+from runners.data_parallel import Helpers
 from runners.evaluation import TestSetGuard, evaluate
-from runners.trainer import TrainSettings, seed_everything, train
+from runners.gradient_sync import shard
+from runners.runtime import seed_everything
+from runners.trainer import TrainSettings, train
 from tests.models.helpers import one_thread  # noqa: F401  (a fixture, used through pytestmark)
 from tests.runners.conftest import REPO_ROOT
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from runners.run import model_params, train_settings
+from runners.config import model_params, train_settings
 from tests.runners.conftest import compose
 
 # model: (epochs, clip_norm, lr_decay_step, reshuffle, params the reference mode must set)

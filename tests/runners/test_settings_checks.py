@@ -31,6 +31,6 @@ def test_bad_setting_stops_before_any_run_with_its_key(override, message, tmp_pa
 
 
 def test_good_settings_pass():
-    from runners.run import check_config
+    from runners.config import check_config
 
     check_config(compose([*BASE, "trainer.max_steps=5", "model.batch_size=16"]))

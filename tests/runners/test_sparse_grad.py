@@ -1,4 +1,4 @@
-"""Sparse embedding gradients (runners/trainer.py prepare_optimizer) give the same training as dense ones.
+"""Sparse embedding gradients (runners/optim.py prepare_optimizer) give the same training as dense ones.
 
 The trainer switches every nn.Embedding to sparse gradients when the optimiser's update is unchanged by it (SGD or
 Adagrad without weight decay); clipping then goes through the sparse-aware clip_grad_norm. Same seed and batches,
@@ -17,8 +17,9 @@ from datasets.batches import BatchMaker, batch_order, train_rows
 from datasets.split import make_split
 from datasets.table import build_table
 from models.registry import get_model
-from runners.trainer import (TrainSettings, clip_grad_norm, prepare_optimizer, seed_everything, sparse_grad_ok,
-                             train_step)
+from runners.optim import clip_grad_norm, prepare_optimizer, sparse_grad_ok, train_step
+from runners.runtime import seed_everything
+from runners.trainer import TrainSettings
 from tests.models.helpers import one_thread  # noqa: F401  (a fixture, used through pytestmark)
 
 # One intra-op thread for both runs: with two, a reduction's order may differ between the dense and the sparse run
@@ -39,7 +40,7 @@ def train_params(model_name: str, params: dict, s: TrainSettings, data, steps: i
                                   item_category=table.item_category, **params)
     rows = train_rows(table, split, model.train_format)
     maker = BatchMaker(table, max_len=s.max_len)
-    optimizer, plist = prepare_optimizer(model, s)
+    optimizer, plist = prepare_optimizer(model, s.optimizer, s.lr, s.weight_decay, s.sparse_grad)
     assert all(m.sparse == (s.sparse_grad == "auto") for m in model.modules() if isinstance(m, torch.nn.Embedding))
     batches = batch_order(rows, s.batch_size, np.random.default_rng([0, 0]), indptr=table.indptr)
     for idx in batches[:steps]:

@@ -1,5 +1,5 @@
-"""Sweeps that survive (issue #8): resume after SIGKILL, skip finished configs, failure isolation, concurrent jobs,
-the submitit launcher, a shared MLflow tracking server, optuna tuning with equal budgets.
+"""Sweeps that survive interruptions and failures: resume after SIGKILL, skip finished configs, failure isolation,
+concurrent jobs, the submitit launcher, a shared MLflow tracking server, optuna tuning with equal budgets.
 
 Each test runs `python <repo>/runners/run.py ...` as a user would, with its own MLflow store, cache, Hydra output
 folders and report folder under tmp_path, on the generated `sample` dataset with tiny budgets. The working directory
@@ -144,7 +144,8 @@ def test_a_run_resumed_after_its_early_stop_stays_stopped(tmp_path, monkeypatch)
     from datasets.batches import eval_rows
     from models.registry import get_model
     from runners.evaluation import TestSetGuard
-    from runners.trainer import TrainSettings, seed_everything, train
+    from runners.runtime import seed_everything
+    from runners.trainer import TrainSettings, train
 
     monkeypatch.setenv("SEQREC_CACHE", str(tmp_path / "cache"))
     table = load_dataset("tiny", "sample", tmp_path, tmp_path / "cache",
@@ -327,12 +328,8 @@ def test_runs_logged_through_a_tracking_server_are_found_through_it(tmp_path, tr
     env = env_for(tmp_path, MLFLOW_TRACKING_URI=tracking_server)
     res = cli([*BPR, *where(tmp_path, "run", store=None)], env, tmp_path)  # the URI comes from the environment
     assert res.returncode == 0, tail(res)
-    previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(tracking_server)
-    try:
-        runs = mlflow.search_runs(experiment_names=["sample/paper"])  # through the server's REST API
-    finally:
-        mlflow.set_tracking_uri(previous)
+    mlflow.set_tracking_uri(tracking_server)  # put back after the test (tests/conftest.py)
+    runs = mlflow.search_runs(experiment_names=["sample/paper"])  # through the server's REST API
     assert len(runs) == 1 and runs["status"].iloc[0] == "FINISHED"
     assert 0.5 < runs["metrics.test_auc"].iloc[0] <= 1.0 and runs["tags.config_hash"].iloc[0]
     client = mlflow.MlflowClient(tracking_server)
@@ -357,7 +354,7 @@ def test_tune_config_searches_lr_embedding_and_regularisation_with_the_shared_bu
     from omegaconf import OmegaConf
 
     from models.registry import get_model
-    from runners.run import model_params
+    from runners.config import model_params
     from tests.models.helpers import random_batch, shape_kwargs
 
     with initialize_config_dir(config_dir=str(REPO_ROOT / "conf"), version_base="1.3"):

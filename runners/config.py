@@ -1,0 +1,150 @@
+"""The config tree -> plain settings: the one module besides the Hydra entry (runners/run.py) that reads `cfg`.
+
+`check_config` rejects a bad config before anything runs; `job_settings` turns a config into a Job, the plain
+values runners/run.py's steps take; `train_settings` and `model_params` are also what runners/bench.py composes
+its models with, so the benchmark trains at exactly the recipe a run would.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from models.registry import get_model
+from runners.trainer import TrainSettings, check_settings
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class DataSettings:
+    """Which dataset and split a run loads, and from where."""
+    dataset: str
+    kind: str
+    data_root: Path
+    cache_dir: Path
+    options: dict
+    split: str
+    split_seed: int
+    eval_negatives: int
+    eval_negatives_kind: str
+
+
+@dataclass(frozen=True)
+class Job:
+    """One run in plain values."""
+    run_name: str  # <model>/<dataset>/seed<k>
+    model: str
+    params: dict  # the model's constructor arguments as built (recipe=reference merges reference_params)
+    settings: TrainSettings  # without the checkpoint path (it depends on the config hash)
+    data: DataSettings
+    seed: int
+    label: str  # the protocol's, e.g. "test-set selection (as in the paper)"
+    select_on: str  # "test" (paper) or "valid"
+    test_access_limit: int | None
+    full_ranking_users: int
+    processes: int  # data-parallel workers
+    backend: str  # how they sum gradients
+    threads: int | None  # torch threads per training process
+    flush_denormal: bool
+    tracking_uri: str | None  # as configured (None: runners/tracking.tracking_uri's default)
+    experiment: str
+    log_outcomes: bool
+    skip_finished: bool
+    tags: dict[str, str]  # MLflow tags the config says (model, dataset, protocol, ...)
+    user_tags: dict[str, str]  # the config's `tags` (+tags.<k>=<v>), set last so they win
+    resolved: dict  # the resolved config as built: logged, and hashed into the run's identity
+    debug_raise: str | bool | None  # testing aid: fail the job before training
+
+
+def run_name(cfg: DictConfig) -> str:
+    return f"{cfg.model.name}/{cfg.dataset.name}/seed{cfg.seed}"
+
+
+def resolve_paths(cfg: DictConfig) -> tuple[Path, Path]:
+    """(data root, cache dir): as configured, else $SEQREC_DATA / $SEQREC_CACHE, else beside the repo."""
+    data_root = cfg.paths.data_root or os.environ.get("SEQREC_DATA") or REPO_ROOT.parent / "shared" / "data"
+    cache_dir = cfg.paths.cache_dir or os.environ.get("SEQREC_CACHE") or REPO_ROOT / ".cache"
+    return Path(data_root).resolve(), Path(cache_dir).resolve()
+
+
+def model_params(cfg: DictConfig) -> dict:
+    """The model's constructor arguments: model.params, with reference_params on top for recipe=reference."""
+    params = OmegaConf.to_container(cfg.model.params, resolve=True) or {}
+    if cfg.recipe == "reference":
+        reference = cfg.model.get("reference_params")
+        if reference:
+            params.update(OmegaConf.to_container(reference, resolve=True))
+    return params
+
+
+def show_progress(setting: str | bool) -> bool:
+    if setting == "auto":
+        return sys.stderr.isatty() and not os.environ.get("CI")
+    return bool(setting)
+
+
+def train_settings(cfg: DictConfig, checkpoint_path: Path | None) -> TrainSettings:
+    m, t, p = cfg.model, cfg.trainer, cfg.protocol
+    return TrainSettings(
+        optimizer=m.optimizer, lr=m.lr, weight_decay=m.weight_decay, lr_decay_step=m.lr_decay_step,
+        lr_after_decay=m.lr_after_decay, clip_norm=m.clip_norm, batch_size=m.batch_size,
+        epochs=t.epochs if t.epochs is not None else (m.get("reference_epochs") or m.epochs
+                                                       if cfg.recipe == "reference" else m.epochs),
+        max_steps=t.max_steps, reshuffle=m.reshuffle,
+        bucket_by_length=t.bucket_by_length, max_len=m.max_len, eval_every=t.eval_every,
+        eval_batch_size=t.eval_batch_size, select_on=p.select_on, track_test=p.track_test, patience=t.patience,
+        seed=cfg.seed,
+        progress=show_progress(t.progress), checkpoint_path=str(checkpoint_path) if checkpoint_path else None,
+        checkpoint_every=t.checkpoint_every, debug_nan_at_step=t.debug_nan_at_step, pair_rows=t.pair_rows,
+        debug_worker_raise_at_step=t.debug_worker_raise_at_step)
+
+
+def worker_threads(num_threads: int | None, processes: int) -> int | None:
+    """torch threads of each training process: as set, else the cores shared out between the processes."""
+    if num_threads:
+        return int(num_threads)
+    return None if processes == 1 else max(1, (os.cpu_count() or 1) // processes)
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Before anything runs: trainer keys are the declared ones (a `+trainer.<typo>=` would be ignored) and the
+    training settings are valid (runners/trainer.check_settings)."""
+    declared = set(OmegaConf.load(REPO_ROOT / "conf" / "trainer" / "default.yaml"))
+    unknown = sorted(set(cfg.trainer) - declared)
+    if unknown:
+        raise ValueError(f"unknown trainer setting(s) {unknown}; conf/trainer/default.yaml declares "
+                         f"{', '.join(sorted(declared))}")
+    check_settings(train_settings(cfg, None), get_model(cfg.model.name).gradient_free)
+
+
+def data_settings(cfg: DictConfig) -> DataSettings:
+    data_root, cache_dir = resolve_paths(cfg)
+    d, p = cfg.dataset, cfg.protocol
+    return DataSettings(dataset=d.name, kind=d.kind, data_root=data_root, cache_dir=cache_dir,
+                        options=OmegaConf.to_container(d.options, resolve=True), split=p.split,
+                        split_seed=p.split_seed, eval_negatives=p.eval_negatives,
+                        eval_negatives_kind=p.eval_negatives_kind)
+
+
+def job_settings(cfg: DictConfig) -> Job:
+    """The Job of a checked config (check_config first)."""
+    params = model_params(cfg)
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    resolved["model"]["params"] = params  # log and hash what is built: experiment=reference merges reference_params
+    p, t = cfg.protocol, cfg.trainer
+    tags = {"model": cfg.model.name, "dataset": cfg.dataset.name, "protocol": p.name, "protocol_label": p.label,
+            "seed": str(cfg.seed), "recipe": cfg.recipe, "paper_column": str(cfg.dataset.paper_column)}
+    return Job(run_name=run_name(cfg), model=cfg.model.name, params=params, settings=train_settings(cfg, None),
+               data=data_settings(cfg), seed=cfg.seed, label=p.label, select_on=p.select_on,
+               test_access_limit=p.test_access_limit, full_ranking_users=p.full_ranking_users,
+               processes=int(t.processes), backend=t.dist_backend,
+               threads=worker_threads(t.num_threads, int(t.processes)), flush_denormal=t.flush_denormal,
+               tracking_uri=cfg.mlflow.tracking_uri,
+               experiment=cfg.mlflow.experiment or f"{cfg.dataset.name}/{p.name}",
+               log_outcomes=cfg.mlflow.log_outcomes, skip_finished=cfg.skip_finished, tags=tags,
+               user_tags={str(k): str(v) for k, v in (cfg.tags or {}).items()}, resolved=resolved,
+               debug_raise=t.debug_raise)

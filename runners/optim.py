@@ -1,0 +1,125 @@
+"""Optimisation: the optimiser of a recipe, sparse embedding gradients, clipping, the learning rate, and one
+training step (loss, backward, gradient sum across data-parallel workers, clip, update)."""
+from __future__ import annotations
+
+import contextlib
+import math
+import warnings
+
+import torch
+from torch.profiler import record_function
+
+from datasets.batch import Batch
+from models.interface import SeqRecModel
+from runners.gradient_sync import GradientSync
+
+OPTIMIZERS = ("sgd", "adam", "adagrad")
+SPARSE_OPTIMIZERS = ("sgd", "adagrad")  # their sparse update equals the dense one (Adam's would not: SparseAdam)
+
+
+def make_optimizer(name: str, params, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, weight_decay=weight_decay)
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    if name == "adagrad":
+        return torch.optim.Adagrad(params, lr=lr, weight_decay=weight_decay)
+    raise ValueError(f"unknown optimizer {name!r}; expected sgd, adam or adagrad")
+
+
+def sparse_grad_ok(optimizer: str, weight_decay: float) -> bool:
+    """Whether sparse embedding gradients leave the optimiser's update unchanged: plain SGD and Adagrad without
+    weight decay touch a row only through its gradient, so rows a batch does not use get exactly zero update
+    either way (with weight decay, or Adam's moments, every row moves every step: keep those dense)."""
+    return optimizer in SPARSE_OPTIMIZERS and not weight_decay
+
+
+def wants_sparse_grad(sparse_grad: str | bool, optimizer: str, weight_decay: float) -> bool:
+    """Whether the embedding tables train with sparse gradients (sparse_grad: auto | true | false)."""
+    return sparse_grad_ok(optimizer, weight_decay) if sparse_grad == "auto" else bool(sparse_grad)
+
+
+def use_sparse_embeddings(model: torch.nn.Module, sparse: bool) -> int:
+    """Switch every nn.Embedding of `model` to sparse (or dense) gradients; returns how many were set. Forward values
+    are unchanged; backward yields only the rows the batch looked up instead of a dense [n_rows, dim] zero-filled
+    gradient per step (the dominant cost of the big user/item tables at batch 32)."""
+    n = 0
+    for m in model.modules():
+        if isinstance(m, torch.nn.Embedding):
+            m.sparse = sparse
+            n += 1
+    return n
+
+
+def prepare_optimizer(model: SeqRecModel, optimizer: str, lr: float, weight_decay: float,
+                      sparse_grad: str | bool = "auto") -> tuple[torch.optim.Optimizer, list]:
+    """The optimiser for `model` (sparse embedding gradients where wants_sparse_grad) and the parameter list the
+    step clips."""
+    sparse = wants_sparse_grad(sparse_grad, optimizer, weight_decay)
+    use_sparse_embeddings(model, sparse)
+    params = list(model.parameters())
+    if not sparse:
+        return make_optimizer(optimizer, params, lr, weight_decay), params
+    # Two groups: an optimiser updates a group with any sparse gradient one tensor at a time; the dense group
+    # keeps the multi-tensor (foreach) update.
+    warnings.filterwarnings("ignore", message="Sparse invariant checks are implicitly disabled")  # Adagrad's
+    tables = {id(m.weight) for m in model.modules() if isinstance(m, torch.nn.Embedding)}
+    groups = [{"params": [p for p in params if id(p) not in tables]},
+              {"params": [p for p in params if id(p) in tables]}]
+    return make_optimizer(optimizer, [g for g in groups if g["params"]], lr, weight_decay), params
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for g in optimizer.param_groups:
+        g["lr"] = lr
+
+
+def clip_grad_norm(params: list[torch.nn.Parameter], max_norm: float) -> torch.Tensor:
+    """torch.nn.utils.clip_grad_norm_ (global 2-norm, coefficient max_norm / (norm + 1e-6) capped at 1), also for
+    sparse gradients: these are coalesced first (duplicate rows summed), so the norm is the dense gradient's norm."""
+    grads = [p.grad for p in params if p.grad is not None]
+    if not any(g.is_sparse for g in grads):
+        return torch.nn.utils.clip_grad_norm_(params, max_norm)
+    values = []
+    for p in params:
+        if p.grad is not None:
+            if p.grad.is_sparse:
+                p.grad = p.grad.coalesce()
+            values.append(p.grad._values() if p.grad.is_sparse else p.grad)  # _values(): an alias, scaled in place
+    total = torch.nn.utils.get_total_norm(values)
+    torch._foreach_mul_(values, torch.clamp(max_norm / (total + 1e-6), max=1.0))
+    return total
+
+
+def train_step(model: SeqRecModel, optimizer: torch.optim.Optimizer, params: list, batch: Batch | None,
+               clip_norm: float | None, poison: bool = False, label_phases: bool = False,
+               sync: GradientSync | None = None) -> float:
+    """One optimiser step on `batch`: loss, backward, clip, step, after_step; returns the loss. `poison` (testing
+    aid) makes the loss NaN. `label_phases`: mark forward, backward and optimiser for torch.profiler
+    (runners/bench.py --profile; off otherwise: ~13 us per label).
+    `sync` (data-parallel workers): `batch` is this worker's share of the global batch (None: an empty share) and
+    the gradients and the loss are summed over the workers before clipping; the returned loss is the global one."""
+    phase = record_function if label_phases else contextlib.nullcontext  # nullcontext(name): a no-op
+    with phase("step/forward"):
+        loss = model.loss(batch) if batch is not None else None
+    if poison and loss is not None:
+        loss = loss * float("nan")
+    optimizer.zero_grad(set_to_none=True)
+    if sync is None:
+        value = loss.item()
+        if not math.isfinite(value):
+            raise FloatingPointError(f"{model.name}: loss is {value}")
+    with phase("step/backward"):
+        if loss is not None:
+            loss.backward()
+    if sync is not None:
+        with phase("step/allreduce"):
+            value = sync.reduce(loss.item() if loss is not None else 0.0)
+        if not math.isfinite(value):  # every worker sees the same global loss, so all stop here together
+            raise FloatingPointError(f"{model.name}: loss is {value}")
+    with phase("step/optimizer"):
+        if clip_norm:
+            clip_grad_norm(params, clip_norm)
+        optimizer.step()
+        model.after_step()
+    return value
