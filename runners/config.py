@@ -100,7 +100,16 @@ def train_settings(cfg: DictConfig, checkpoint_path: Path | None) -> TrainSettin
         seed=cfg.seed,
         progress=show_progress(t.progress), checkpoint_path=str(checkpoint_path) if checkpoint_path else None,
         checkpoint_every=t.checkpoint_every, debug_nan_at_step=t.debug_nan_at_step, pair_rows=t.pair_rows,
-        debug_worker_raise_at_step=t.debug_worker_raise_at_step)
+        debug_worker_raise_at_step=t.debug_worker_raise_at_step, initial_accumulator=initial_accumulator(cfg))
+
+
+def initial_accumulator(cfg: DictConfig) -> float:
+    """Adagrad's starting accumulator: the model yaml's `reference_initial_accumulator` under recipe=reference
+    (AttRec's authors: 0.05), else `initial_accumulator`; a model that declares neither uses torch's 0."""
+    m = cfg.model
+    if cfg.recipe == "reference" and m.get("reference_initial_accumulator") is not None:
+        return float(m.reference_initial_accumulator)
+    return float(m.get("initial_accumulator") or 0.0)
 
 
 def worker_threads(num_threads: int | None, processes: int) -> int | None:

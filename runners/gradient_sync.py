@@ -227,7 +227,7 @@ def make_sync(model: torch.nn.Module, backend: str, rank: int, world: int, chann
               directory: Path, init_method: str | None) -> GradientSync:
     """This worker's GradientSync; the parameters go in a fixed order, sparse ones are the sparse nn.Embedding
     tables (the trainer has switched them already)."""
-    params = list(model.parameters())
+    params = [p for p in model.parameters() if p.requires_grad]  # the same list as optim.prepare_optimizer's
     sparse = {id(m.weight) for m in model.modules() if isinstance(m, torch.nn.Embedding) and m.sparse}
     if backend == "shm":
         gradients: FlatGradients = SharedMemoryGradients(directory, params, sparse, rank, world)

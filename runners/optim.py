@@ -17,13 +17,16 @@ OPTIMIZERS = ("sgd", "adam", "adagrad")
 SPARSE_OPTIMIZERS = ("sgd", "adagrad")  # their sparse update equals the dense one (Adam's would not: SparseAdam)
 
 
-def make_optimizer(name: str, params, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+def make_optimizer(name: str, params, lr: float, weight_decay: float,
+                   initial_accumulator: float = 0.0) -> torch.optim.Optimizer:
+    """`initial_accumulator`: Adagrad's starting sum of squares (torch: 0; TF's AdagradOptimizer: 0.1 by default)."""
     if name == "sgd":
         return torch.optim.SGD(params, lr=lr, weight_decay=weight_decay)
     if name == "adam":
         return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
     if name == "adagrad":
-        return torch.optim.Adagrad(params, lr=lr, weight_decay=weight_decay)
+        return torch.optim.Adagrad(params, lr=lr, weight_decay=weight_decay,
+                                   initial_accumulator_value=initial_accumulator)
     raise ValueError(f"unknown optimizer {name!r}; expected sgd, adam or adagrad")
 
 
@@ -52,21 +55,23 @@ def use_sparse_embeddings(model: torch.nn.Module, sparse: bool) -> int:
 
 
 def prepare_optimizer(model: SeqRecModel, optimizer: str, lr: float, weight_decay: float,
-                      sparse_grad: str | bool = "auto") -> tuple[torch.optim.Optimizer, list]:
+                      sparse_grad: str | bool = "auto", initial_accumulator: float = 0.0
+                      ) -> tuple[torch.optim.Optimizer, list]:
     """The optimiser for `model` (sparse embedding gradients where wants_sparse_grad) and the parameter list the
-    step clips."""
+    step clips: the trainable parameters (a frozen one, e.g. a TF-style constant LSTM bias, is neither updated nor
+    counted in the clip norm)."""
     sparse = wants_sparse_grad(sparse_grad, optimizer, weight_decay)
     use_sparse_embeddings(model, sparse)
-    params = list(model.parameters())
+    params = [p for p in model.parameters() if p.requires_grad]
     if not sparse:
-        return make_optimizer(optimizer, params, lr, weight_decay), params
+        return make_optimizer(optimizer, params, lr, weight_decay, initial_accumulator), params
     # Two groups: an optimiser updates a group with any sparse gradient one tensor at a time; the dense group
     # keeps the multi-tensor (foreach) update.
     warnings.filterwarnings("ignore", message="Sparse invariant checks are implicitly disabled")  # Adagrad's
     tables = {id(m.weight) for m in model.modules() if isinstance(m, torch.nn.Embedding)}
     groups = [{"params": [p for p in params if id(p) not in tables]},
               {"params": [p for p in params if id(p) in tables]}]
-    return make_optimizer(optimizer, [g for g in groups if g["params"]], lr, weight_decay), params
+    return make_optimizer(optimizer, [g for g in groups if g["params"]], lr, weight_decay, initial_accumulator), params
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:

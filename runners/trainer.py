@@ -60,6 +60,7 @@ class TrainSettings:
     sparse_grad: str | bool = "auto"  # sparse embedding gradients: auto = when the update is the same (sparse_grad_ok)
     pair_rows: bool = True  # pointwise models: a batch of B rows = B/2 prefixes, each with its positive and negative
     debug_worker_raise_at_step: int | None = None  # testing aid: data-parallel worker 1 raises at this step
+    initial_accumulator: float = 0.0  # Adagrad's starting sum of squares (the model yaml's, reference mode's)
 
 
 def check_settings(s: TrainSettings, gradient_free: bool = False) -> None:
@@ -145,7 +146,8 @@ class StepRunner:
     def __init__(self, model: SeqRecModel, rows: Rows, rows_per_index: int, maker: BatchMaker, s: TrainSettings):
         self.model, self.rows, self.rows_per_index, self.maker = model, rows, rows_per_index, maker
         self.clip_norm = s.clip_norm
-        self.optimizer, self.params = prepare_optimizer(model, s.optimizer, s.lr, s.weight_decay, s.sparse_grad)
+        self.optimizer, self.params = prepare_optimizer(model, s.optimizer, s.lr, s.weight_decay, s.sparse_grad,
+                                                        s.initial_accumulator)
 
     @classmethod
     def for_training(cls, model: SeqRecModel, table: Table, split: Split, s: TrainSettings) -> StepRunner:
