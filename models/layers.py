@@ -70,7 +70,9 @@ class MultiHeadAttention(nn.Module):
         # A row whose keys are all padding attends over all its slots (a finite softmax) and its context is zeroed
         # below: the same values as masking with -inf and replacing the NaN rows by zeros, without NaNs in backward.
         has_key = key_mask.any(-1)  # [N]
-        all_real = bool(has_key.all())
+        # the shortcut reads a value back: on the CPU only (on an accelerator a host sync per call, and no CUDA
+        # graph could capture it); the general path gives the same values when every row has a key
+        all_real = key_mask.device.type == "cpu" and bool(has_key.all())
         allowed = (key_mask if all_real else key_mask | ~has_key[:, None])[:, None, None, :]  # [N, 1, 1, Tk]
         if self.training and self.dropout.p > 0:  # dropout on the weights: spelled out (SDPA's dropout differs)
             logits = (q @ k.transpose(-1, -2) / (D // h) ** 0.5).masked_fill(~allowed, float("-inf"))

@@ -20,7 +20,7 @@ model's row):
   (ratios are the figure to trust on a shared machine);
 - optionally (--clothing, on by default at full size) training speed and peak RSS on the real `clothing_seq`.
 
-How training is timed. A step is runners.trainer.StepRunner's (a batch from datasets.batches.BatchMaker, then
+How training is timed. A step is runners.trainer.StepRunner's (a batch from datasets.batching.BatchMaker, then
 runners.optim.train_step with the optimiser of runners.optim.prepare_optimizer): the code path of train(), timed
 in a child (runners/bench_measure.py). Batch costs vary with the batch's history width (1 to ~400 items) and the
 widest batches are rare and dear, so a few hundred consecutive steps would project an epoch badly. Instead the
@@ -63,6 +63,8 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.ArgumentParser, argpars
     parser.add_argument("--repeats", type=int, default=None, help="timed passes (3; quick: 2)")
     parser.add_argument("--naive-steps", type=int, default=None, help="batches timed per naive pass (8; quick: 2)")
     parser.add_argument("--no-naive", action="store_true", help="skip the naive baseline")
+    parser.add_argument("--device", default=None, help="trainer.device of every model: auto | cpu | cuda | cuda:N "
+                        "(an accelerator skips the naive baseline, a CPU one)")
     parser.add_argument("--compare-paths", action="store_true",
                         help="also time each model's earlier path (independent rows: trainer.pair_rows=false) and "
                              "paired rows on --processes data-parallel workers, side by side with the default")
@@ -145,6 +147,7 @@ def print_model(model: str, opt: dict, naive: dict | None, row: dict) -> None:
     print(f"  {model}: {tables.fmt(opt['ex_per_s'])} ex/s, epoch {tables.minutes(opt['epoch_s'])} min "
           f"(CPU {tables.minutes(opt['epoch_cpu_s'])}), eval {tables.fmt(opt.get('eval_s'), '.1f')} s, "
           f"peak RSS {tables.fmt(opt['peak_rss_mb'])} MB"
+          + (f", peak GPU {tables.fmt(opt['peak_gpu_mb'])} MB on {opt['device']}" if opt.get("peak_gpu_mb") else "")
           + (f", naive epoch {tables.minutes(naive['epoch_s'])} min, speed-up {row['speedup']:.1f}x"
              if row.get("speedup") else ""), flush=True)
 
@@ -234,6 +237,9 @@ def main(argv: list[str] | None = None) -> int:
     from runners.runtime import MALLOC_TUNING
 
     apply_defaults(args)
+    if args.device:
+        args.overrides.append(f"trainer.device={args.device}")
+        args.no_naive = args.no_naive or args.device != "cpu"
     models = chosen_models(parser, args.models)
     clothing = args.clothing if args.clothing is not None else (args.scale == 1.0 and not args.quick)
     out_dir = args.out or REPO_ROOT / "outputs" / "bench" / time.strftime("%Y-%m-%d_%H-%M-%S")

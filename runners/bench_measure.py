@@ -18,18 +18,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from datasets.batches import BatchMaker, Rows, batch_order, eval_rows
+from datasets.batching import BatchMaker, Rows, batch_order, eval_rows
 from datasets.split import Split, load_split, make_split
 from datasets.table import Table, build_table, read_table, save_table
 from models.interface import SeqRecModel
 from models.registry import get_model
+from runners.device import peak_device_mb, resolve_device, synchronize
+from runners.device_step import batch_maker
 from runners.optim import train_step
 from runners.runtime import configure_runtime, peak_rss_mb, seed_everything
 from runners.trainer import StepRunner, TrainSettings, training_rows
 
 WIDTH_EDGES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)  # stratum k holds batches of width in (edge[k-1], edge[k]]
 NAIVE_OPTIMIZER = {"optimizer": "adam", "lr": 1e-3, "sparse_grad": False, "bucket_by_length": False,
-                   "pair_rows": False}
+                   "pair_rows": False, "device": "cpu"}  # a CPU baseline
 Strata = list[tuple[int, list[int]]]  # per stratum: (batches in it, indices of the drawn batches)
 
 
@@ -143,6 +145,8 @@ def measure_model(spec: dict) -> dict:
     if not naive and spec["eval_users"] != 0:
         out.update(time_evaluation(model, maker, eval_rows(table, split, "test"), s.eval_batch_size, spec, rng))
     out["peak_rss_mb"] = peak_rss_mb()
+    device = resolve_device(s.device)
+    out.update(device=str(device), peak_gpu_mb=peak_device_mb(device))
     if not naive and spec.get("profile"):  # last: the profiler's own event buffers must not count in peak RSS
         out["profile"] = profile_steps(runner, batches, spec["profile"], rng, out["epoch_s"] / len(batches))
     return out
@@ -160,7 +164,7 @@ def _epoch_batches(model: SeqRecModel, table: Table, split: Split, s: TrainSetti
     if naive:
         maker = padded_maker(table, s.max_len, max(int(hist_len.max()), 1))
     else:
-        maker = BatchMaker(table, max_len=s.max_len)
+        maker = batch_maker(table, s)  # the run's: numpy on the CPU, device-resident on an accelerator
     batches = batch_order(rows, s.batch_size // per, np.random.default_rng([s.seed, 0]),
                           bucket_by_length=s.bucket_by_length, indptr=table.indptr)
     return rows, per, maker, batches, hist_len
@@ -202,9 +206,11 @@ def _timed_pass(runner: StepRunner, batches: list[np.ndarray], picks: Strata, or
     """Projected epoch (wall s, CPU s) from timing every drawn batch once, in `order`: per stratum, the batches in
     it times the mean time of its drawn ones."""
     wall, cpu = np.zeros(len(picks)), np.zeros(len(picks))
+    device = runner.device_steps.maker.device if runner.device_steps is not None else torch.device("cpu")
     for k, i in order:
         w0, c0 = time.perf_counter(), time.process_time()
         runner.step(batches[i], sync)
+        synchronize(device)  # an accelerator's step is timed to its end (a no-op on the CPU)
         wall[k] += time.perf_counter() - w0
         cpu[k] += time.process_time() - c0
     n_drawn = np.array([len(idx) for _, idx in picks])

@@ -14,6 +14,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from models.registry import get_model
+from runners.device import check_precision, resolve_device
 from runners.trainer import TrainSettings, check_settings
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -100,7 +101,9 @@ def train_settings(cfg: DictConfig, checkpoint_path: Path | None) -> TrainSettin
         seed=cfg.seed,
         progress=show_progress(t.progress), checkpoint_path=str(checkpoint_path) if checkpoint_path else None,
         checkpoint_every=t.checkpoint_every, debug_nan_at_step=t.debug_nan_at_step, pair_rows=t.pair_rows,
-        debug_worker_raise_at_step=t.debug_worker_raise_at_step, initial_accumulator=initial_accumulator(cfg))
+        debug_worker_raise_at_step=t.debug_worker_raise_at_step, initial_accumulator=initial_accumulator(cfg),
+        device=str(t.device), precision=str(t.precision), device_batches=t.device_batches,
+        static_widths=t.static_widths, cuda_graphs=t.cuda_graphs)
 
 
 def initial_accumulator(cfg: DictConfig) -> float:
@@ -128,6 +131,11 @@ def check_config(cfg: DictConfig) -> None:
         raise ValueError(f"unknown trainer setting(s) {unknown}; conf/trainer/default.yaml declares "
                          f"{', '.join(sorted(declared))}")
     check_settings(train_settings(cfg, None), get_model(cfg.model.name).gradient_free)
+    device = resolve_device(cfg.trainer.device)  # cuda asked for without a GPU: what torch sees, before anything
+    check_precision(str(cfg.trainer.precision), device)
+    if device.type != "cpu" and int(cfg.trainer.processes) > 1:
+        raise ValueError(f"trainer.processes={cfg.trainer.processes} is the CPU's data-parallel path; on "
+                         f"{device} train one process (trainer.processes=1)")
 
 
 def data_settings(cfg: DictConfig) -> DataSettings:

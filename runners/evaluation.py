@@ -9,7 +9,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from datasets.batches import BatchMaker, Rows
+from datasets.batching import BatchMaker, Rows
+from datasets.device_batches import DeviceBatchMaker
 from datasets.split import Split
 from models.interface import SeqRecModel
 from runners import metrics
@@ -51,6 +52,7 @@ def evaluate(model: SeqRecModel, maker: BatchMaker, rows: Rows, batch_size: int,
     """Score each row's positive, its frozen negative and optional extra negatives [U, K] in one call per batch."""
     was_training = model.training
     model.eval()
+    maker = on_model_device(maker, model)
     pos, neg, extra = [], [], []
     lengths = rows.end - maker.indptr[rows.user]
     if maker.max_len:
@@ -60,13 +62,27 @@ def evaluate(model: SeqRecModel, maker: BatchMaker, rows: Rows, batch_size: int,
         batch = maker.make(rows.take(idx))
         cands = [batch.target[:, None], batch.neg[:, None]]
         if extra_negs is not None:
-            cands.append(torch.from_numpy(extra_negs[rows.user[idx]].astype(np.int64)))
-        s = model.score(batch, torch.cat(cands, dim=1)).float().numpy()  # [B, 2 (+K)]
+            cands.append(torch.from_numpy(extra_negs[rows.user[idx]].astype(np.int64)).to(batch.target.device))
+        s = model.score(batch, torch.cat(cands, dim=1)).float()  # [B, 2 (+K)], read back once at the end
         pos.append(s[:, 0]), neg.append(s[:, 1]), extra.append(s[:, 2:])
     model.train(was_training)
     restore = np.argsort(by_length)  # back to the rows' order
-    return EvalOutcome(rows.user, rows.target, rows.neg, np.concatenate(pos)[restore],
-                       np.concatenate(neg)[restore], np.concatenate(extra)[restore] if extra_negs is not None else None)
+    pos, neg, extra = (torch.cat(x).cpu().numpy() for x in (pos, neg, extra))
+    return EvalOutcome(rows.user, rows.target, rows.neg, pos[restore], neg[restore],
+                       extra[restore] if extra_negs is not None else None)
+
+
+def on_model_device(maker: BatchMaker | DeviceBatchMaker, model: SeqRecModel) -> BatchMaker | DeviceBatchMaker:
+    """`maker` itself when its batches land where the model is (always on the CPU); for a model on an
+    accelerator and a host BatchMaker, its device twin (built once per maker and kept on it)."""
+    device = next((t.device for t in (*model.parameters(), *model.buffers())), torch.device("cpu"))
+    if getattr(maker, "device", torch.device("cpu")) == device:
+        return maker
+    twin = getattr(maker, "_device_twin", None)
+    if twin is None or twin.device != device:
+        twin = DeviceBatchMaker.from_maker(maker, device)
+        maker._device_twin = twin
+    return twin
 
 
 def _eval_batches(order: np.ndarray, lengths: np.ndarray, batch_size: int, cells: int = 1024 * 48 * 48):
@@ -95,6 +111,7 @@ def full_ranks(model: SeqRecModel, maker: BatchMaker, rows: Rows, batch_size: in
     stays bounded (no n_users x n_items matrix)."""
     was_training = model.training
     model.eval()
+    maker = on_model_device(maker, model)
     n_items = model.n_items
     lengths = rows.end - maker.indptr[rows.user]
     if maker.max_len:
@@ -105,12 +122,14 @@ def full_ranks(model: SeqRecModel, maker: BatchMaker, rows: Rows, batch_size: in
     for idx in _eval_batches(order, lengths, step):
         part = rows.take(idx)
         scores = model.full_scores(maker.make(part)).float()  # [B, n_items]
-        target = torch.from_numpy(part.target)
+        target = torch.from_numpy(part.target).to(scores.device)
         seen_rows = np.repeat(np.arange(len(idx)), part.end - maker.indptr[part.user])
         seen_items = np.concatenate([_history_items(maker, u, e) for u, e in zip(part.user, part.end)])
-        scores[torch.from_numpy(seen_rows), torch.from_numpy(seen_items.astype(np.int64))] = float("-inf")
+        seen = (torch.from_numpy(seen_rows).to(scores.device),
+                torch.from_numpy(seen_items.astype(np.int64)).to(scores.device))
+        scores[seen] = float("-inf")
         target_score = scores.gather(1, target[:, None])  # [B, 1]
-        ranks[idx] = ((scores >= target_score).sum(1) - 1).numpy()
+        ranks[idx] = ((scores >= target_score).sum(1) - 1).cpu().numpy()
     model.train(was_training)
     return ranks
 

@@ -17,14 +17,20 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-from tqdm.auto import tqdm
+from torch import Tensor
+try:
+    from tqdm.auto import tqdm
+except ImportError:  # a bare GPU machine (runners/gpu_check.py): no progress bar
+    from runners.runtime import NoBar as tqdm
 
 from datasets.batch import Batch
-from datasets.batches import BatchMaker, Rows, batch_order, eval_rows, train_rows
+from datasets.batching import BatchMaker, Rows, batch_order, eval_rows, train_rows
 from datasets.split import Split
 from datasets.table import Table
 from models.interface import SeqRecModel
 from runners.checkpoint import load_checkpoint, save_checkpoint
+from runners.device import resolve_device
+from runners.device_step import DeviceSteps, batch_maker
 from runners.evaluation import EvalOutcome, TestSetGuard, evaluate
 from runners.gradient_sync import GradientSync, shard
 from runners.optim import OPTIMIZERS, prepare_optimizer, set_lr, train_step
@@ -61,6 +67,11 @@ class TrainSettings:
     pair_rows: bool = True  # pointwise models: a batch of B rows = B/2 prefixes, each with its positive and negative
     debug_worker_raise_at_step: int | None = None  # testing aid: data-parallel worker 1 raises at this step
     initial_accumulator: float = 0.0  # Adagrad's starting sum of squares (the model yaml's, reference mode's)
+    device: str = "cpu"  # auto | cpu | cuda | cuda:N | mps (runners/device.resolve_device)
+    precision: str = "fp32"  # fp32 | bf16 (autocast, CUDA only)
+    device_batches: str | bool = "auto"  # batches built on the device from resident rows; auto = off on the CPU
+    static_widths: str | bool = "auto"  # widths rounded up to a fixed set (datasets/device_batches); auto = CUDA
+    cuda_graphs: str | bool = False  # CUDA only: the step replayed as a CUDA graph per shape (runners/cuda_graphs)
 
 
 def check_settings(s: TrainSettings, gradient_free: bool = False) -> None:
@@ -146,16 +157,26 @@ class StepRunner:
     def __init__(self, model: SeqRecModel, rows: Rows, rows_per_index: int, maker: BatchMaker, s: TrainSettings):
         self.model, self.rows, self.rows_per_index, self.maker = model, rows, rows_per_index, maker
         self.clip_norm = s.clip_norm
-        self.optimizer, self.params = prepare_optimizer(model, s.optimizer, s.lr, s.weight_decay, s.sparse_grad,
+        device = resolve_device(s.device)
+        model.to(device)  # a no-op on the CPU; on a GPU sparse_grad=auto is dense (sparse cannot be captured)
+        sparse = False if device.type != "cpu" and s.sparse_grad == "auto" else s.sparse_grad
+        self.optimizer, self.params = prepare_optimizer(model, s.optimizer, s.lr, s.weight_decay, sparse,
                                                         s.initial_accumulator)
+        self.device_steps = (DeviceSteps(model, self.optimizer, self.params, rows, maker, s)
+                             if hasattr(maker, "make_indexed") else None)
 
     @classmethod
     def for_training(cls, model: SeqRecModel, table: Table, split: Split, s: TrainSettings) -> StepRunner:
-        """As train() steps: the model's training rows and the plain BatchMaker."""
+        """As train() steps: the model's training rows and the batch maker of its device (runners/device_step)."""
         rows, rows_per_index = training_rows(model, table, split, s.pair_rows)
-        return cls(model, rows, rows_per_index, BatchMaker(table, max_len=s.max_len), s)
+        return cls(model, rows, rows_per_index, batch_maker(table, s), s)
 
-    def step(self, idx: np.ndarray, sync: GradientSync | None = None, poison: bool = False) -> float:
+    def step(self, idx: np.ndarray, sync: GradientSync | None = None, poison: bool = False) -> float | Tensor:
+        """One step; the loss as a float, or on the device path a tensor left on the device (read it later)."""
+        if self.device_steps is not None:
+            if sync is not None:
+                raise ValueError("trainer.device_batches cannot run with trainer.processes > 1")
+            return self.device_steps.step(idx, poison)
         batch = worker_batch(self.maker, self.rows, idx, self.rows_per_index, sync)
         return train_step(self.model, self.optimizer, self.params, batch, self.clip_norm, poison, sync=sync)
 
@@ -286,8 +307,12 @@ class TrainingLoop:
     def eval_point(self) -> bool:
         """Log the training loss, evaluate and select (on every core while the other workers wait); returns whether
         the patience ran out."""
-        if self.loss_n:
-            self.log_metrics({"train_loss": self.loss_sum / self.loss_n}, self.state.step)
+        if self.loss_n:  # the device path's loss is read here only, so a NaN surfaces at this point
+            loss = float(self.loss_sum) / self.loss_n
+            if not math.isfinite(loss):
+                raise FloatingPointError(f"{self.model.name}: training loss is {loss} (read at step "
+                                         f"{self.state.step}); lower the lr or check the inputs")
+            self.log_metrics({"train_loss": loss}, self.state.step)
         if self.sync is not None:
             with all_threads():
                 score = self.evaluate_and_select()
