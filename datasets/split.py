@@ -133,11 +133,11 @@ def load_split(table: Table, cache_dir: str | Path, protocol: str = "paper", see
                          f"{SPLIT_VERSION}".encode()).hexdigest()[:16]
     path = Path(cache_dir) / f"split_{table.name}_{key}.npz"
     if path.exists() and table.content_hash:
-        with np.load(path, allow_pickle=False) as z:
-            return Split(protocol=protocol, seed=seed, neg=z["neg"], train_end=z["train_end"],
-                         valid_pos=z["valid_pos"] if "valid_pos" in z.files else None, test_pos=z["test_pos"],
-                         eval_negs=z["eval_negs"] if "eval_negs" in z.files else None,
-                         eval_negs_kind=eval_negatives_kind if eval_negatives else "")
+        from datasets.corrupt import READ_ERRORS, move_aside
+        try:
+            return read_split(path, table, protocol, seed, eval_negatives, eval_negatives_kind)
+        except READ_ERRORS as e:
+            move_aside(path, e, f"dataset {table.name}: split cache")
     split = make_split(table, protocol, seed, eval_negatives, eval_negatives_kind)
     if table.content_hash:
         import io
@@ -147,4 +147,20 @@ def load_split(table: Table, cache_dir: str | Path, protocol: str = "paper", see
         buf = io.BytesIO()
         np.savez(buf, **arrays)
         atomic_write_bytes(path, buf.getvalue())
+    return split
+
+
+def read_split(path: Path, table: Table, protocol: str, seed: int, eval_negatives: int, kind: str) -> Split:
+    """The split cached at `path` for `table`; raises one of datasets/corrupt.py READ_ERRORS when the file is
+    damaged (a zip member's CRC-32 catches flipped bits) or its arrays do not fit the table."""
+    with np.load(path, allow_pickle=False) as z:
+        split = Split(protocol=protocol, seed=seed, neg=z["neg"], train_end=z["train_end"],
+                      valid_pos=z["valid_pos"] if "valid_pos" in z.files else None, test_pos=z["test_pos"],
+                      eval_negs=z["eval_negs"] if "eval_negs" in z.files else None,
+                      eval_negs_kind=kind if eval_negatives else "")
+    n_users = table.n_users
+    if (len(split.neg) != table.n_interactions or len(split.train_end) != n_users or len(split.test_pos) != n_users
+            or (split.valid_pos is None) != (protocol != "loo_val") or (split.eval_negs is None) != (not eval_negatives)
+            or (split.valid_pos is not None and len(split.valid_pos) != n_users)):
+        raise ValueError(f"split arrays do not fit the table ({n_users} users, {table.n_interactions} interactions)")
     return split

@@ -143,12 +143,48 @@ def save_table(table: Table, path: Path) -> None:
 
 
 def read_table(path: Path) -> Table:
+    """The table saved at `path`; raises one of datasets/corrupt.py READ_ERRORS when the file is damaged (the
+    zip members' CRC-32 catches flipped bits, `check_table` what a CRC cannot: missing or inconsistent arrays)."""
     with np.load(path, allow_pickle=False) as z:
         fields = {k: z[k] for k in z.files}
     fields["name"] = str(fields["name"])
     fields["content_hash"] = str(fields["content_hash"])
     fields["cleaning"] = json.loads(str(fields["cleaning"]))
-    return Table(**fields)
+    return check_table(Table(**fields))
+
+
+def check_table(t: Table) -> Table:
+    """Raise ValueError unless the arrays fit together (CSR offsets, lengths, id ranges)."""
+    n = len(t.items)
+    problems = [msg for bad, msg in [
+        (t.indptr.ndim != 1 or len(t.indptr) != len(t.user_keys) + 1, "indptr length != users + 1"),
+        (len(t.indptr) and (t.indptr[0] != 0 or t.indptr[-1] != n), f"indptr does not span the {n} interactions"),
+        (bool(np.any(np.diff(t.indptr) < 0)), "indptr decreases"),
+        (len(t.times) != n or len(t.ratings) != n, "times/ratings length != interactions"),
+        (len(t.item_category) != len(t.item_keys), "item_category length != items"),
+        (n and (t.items.min() < 0 or t.items.max() >= len(t.item_keys)), "item id out of range"),
+        (len(t.item_category) and (t.item_category.min() < 0 or t.item_category.max() >= len(t.category_keys)),
+         "category id out of range")] if bad]
+    if problems:
+        raise ValueError("inconsistent table arrays: " + "; ".join(problems))
+    return t
+
+
+def read_cached_table(path: Path, name: str, key: str) -> Table | None:
+    """The cached table at `path`, or None on a miss; a damaged cache is named, moved aside and counts as a miss."""
+    from datasets.corrupt import READ_ERRORS, move_aside
+
+    if not path.exists():
+        return None
+    try:
+        table = read_table(path)
+        if table.content_hash != key:
+            raise ValueError(f"content_hash {table.content_hash!r}, expected {key!r} (from the file name)")
+    except READ_ERRORS as e:
+        move_aside(path, e, f"dataset {name}: table cache")
+        return None
+    log.info("dataset %s: cache hit %s (parsing skipped)", name, path.name)
+    return table
 
 
 def load_table(name: str, files: list[Path], settings: dict, parse: Callable[[], RawData],
@@ -164,10 +200,8 @@ def load_table(name: str, files: list[Path], settings: dict, parse: Callable[[],
     path = Path(cache_dir) / f"table_{name}_{key}.npz"
     path.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(path) + ".lock"):
-        if path.exists():
-            log.info("dataset %s: cache hit %s (parsing skipped)", name, path.name)
-            table = read_table(path)
-        else:
+        table = read_cached_table(path, name, key)
+        if table is None:
             log.info("dataset %s: cache miss, parsing %d file(s)", name, len(files))
             raw = parse()
             table = build_table(raw, name, **{k: v for k, v in settings.items() if k in TABLE_SETTINGS})

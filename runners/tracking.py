@@ -24,12 +24,19 @@ def tracking_uri(configured: str | None = None) -> str:
 
 
 def ensure_store(uri: str) -> None:
-    """Create the sqlite database (schema included) once, before parallel jobs start writing to it."""
+    """Create the sqlite database (schema included) once, before parallel jobs start writing to it. For sqlite,
+    creation and migration run under a file lock beside the database (`<db>.lock`), so two commands started at
+    once never race alembic (`table _alembic_tmp_... already exists`): one creates, the other waits, then opens."""
     import mlflow
+    from filelock import FileLock
 
-    if uri.startswith("sqlite:///"):
-        Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
-    mlflow.MlflowClient(uri).search_experiments(max_results=1)
+    if not uri.startswith("sqlite:///"):
+        mlflow.MlflowClient(uri).search_experiments(max_results=1)
+        return
+    db = Path(uri[len("sqlite:///"):])
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(f"{db}.lock", thread_local=False):
+        mlflow.MlflowClient(uri).search_experiments(max_results=1)
 
 
 def artifact_root(uri: str) -> str | None:
@@ -40,14 +47,20 @@ def artifact_root(uri: str) -> str | None:
     return None
 
 
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}  # the UI's model-training views, not GenAI's
+
+
 def get_or_create_experiment(client, name: str, uri: str = "") -> str:
-    """Experiment id by name; tolerant of two jobs creating it at the same moment."""
+    """Experiment id by name; tolerant of two jobs creating it at the same moment. Tagged as a model-training
+    experiment (MLflow 3's UI otherwise opens on its GenAI overview)."""
     for attempt in range(5):
         exp = client.get_experiment_by_name(name)
         if exp is not None:
+            if exp.tags.get("mlflow.experimentKind") is None:
+                client.set_experiment_tag(exp.experiment_id, *next(iter(EXPERIMENT_KIND.items())))
             return exp.experiment_id
         try:
-            return client.create_experiment(name, artifact_location=artifact_root(uri))
+            return client.create_experiment(name, artifact_location=artifact_root(uri), tags=EXPERIMENT_KIND)
         except Exception:  # created concurrently by another job, or the sqlite store was busy
             time.sleep(0.2 * (attempt + 1))
     raise RuntimeError(f"could not create or find MLflow experiment {name!r}")
