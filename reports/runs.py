@@ -74,6 +74,8 @@ def query_runs(tracking_uri: str, flt: RunFilter = RunFilter()) -> pd.DataFrame:
         conditions.append(flt.filter_string)
     with _tracking(tracking_uri) as ml:
         df = ml.search_runs(experiment_ids=[e.experiment_id for e in exps], filter_string=" and ".join(conditions))
+    if "tags.sweep_parent" in df.columns:  # a sweep's parent run holds its report, not a model's result
+        df = df[df["tags.sweep_parent"] != "true"]
     runs = normalize_runs(df, {e.experiment_id: e.name for e in exps})
     for col, wanted in (("dataset", flt.datasets), ("protocol", flt.protocols), ("model", flt.models),
                         ("recipe", flt.recipes)):

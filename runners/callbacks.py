@@ -23,6 +23,7 @@ from omegaconf import DictConfig
 REPO_ROOT = Path(__file__).resolve().parents[1]
 if sys.path[0] != str(REPO_ROOT):  # Hydra imports this module by name: our `datasets`, never Hugging Face's
     sys.path.insert(0, str(REPO_ROOT))
+from runners.sweep_runs import close_parents, write_sweep_file  # noqa: E402
 from runners.tracking import ensure_store, tracking_uri  # noqa: E402
 
 
@@ -32,6 +33,8 @@ class CreateTrackingStore(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         ensure_store(tracking_uri(config.mlflow.tracking_uri))
+        write_sweep_file(Path(config.hydra.sweep.dir).resolve(), list(config.hydra.overrides.task),
+                         " ".join(sys.argv))
 
 
 class SummariseSweep(Callback):
@@ -67,15 +70,33 @@ class WriteReport(Callback):
         self.enabled = enabled
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        if not self.enabled:
-            return
-        try:
-            path = self._write(config)
-            print(f"report: {path}" if path else "report: no MLflow runs from this sweep, nothing written", flush=True)
-        except Exception as e:  # noqa: BLE001  (a report must never fail a sweep)
-            print(f"report: not written ({type(e).__name__}: {e})\n{traceback.format_exc()}", flush=True)
+        files: list[Path] = []
+        if self.enabled:
+            try:
+                report = self._write(config)
+                files = [report.path, *report.figures] if report else []
+                print(f"report: {report.path}" if report else "report: no MLflow runs from this sweep, nothing written",
+                      flush=True)
+            except Exception as e:  # noqa: BLE001  (a report must never fail a sweep)
+                print(f"report: not written ({type(e).__name__}: {e})\n{traceback.format_exc()}", flush=True)
+        self._close_parent_runs(config, files)
 
-    def _write(self, config: DictConfig) -> Path | None:
+    @staticmethod
+    def _close_parent_runs(config: DictConfig, files: list[Path]) -> None:
+        """The sweep's parent runs (runners/sweep_runs.py) get the report as artifacts and end."""
+        import mlflow
+
+        sweep_dir = Path(config.hydra.sweep.dir).resolve()
+        failed = sum(1 for p in sweep_dir.glob("*/status.json") if json.loads(p.read_text())["status"] == "FAILED")
+        try:
+            closed = close_parents(mlflow.MlflowClient(tracking_uri(config.mlflow.tracking_uri)), str(sweep_dir),
+                                   files, failed)
+            if closed:
+                print(f"sweep parent run(s): {', '.join(closed)}", flush=True)
+        except Exception as e:  # noqa: BLE001  (bookkeeping must never fail a sweep)
+            print(f"sweep parent runs: not closed ({type(e).__name__}: {e})", flush=True)
+
+    def _write(self, config: DictConfig):
         import mlflow
 
         from reports.table3 import RunFilter, write_report  # lazy: only a multirun's end needs the report stage
@@ -99,4 +120,4 @@ class WriteReport(Callback):
                               n_boot=self.n_boot, with_figures=self.figures,
                               command="python runners/report.py " + " ".join(f"--experiment '{n}'" for n in names)
                               + f" --tracking-uri '{uri}' --name {name}")
-        return report.path
+        return report

@@ -31,7 +31,7 @@ from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from hydra.types import RunMode  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
-from datasets.batches import BatchMaker, eval_rows  # noqa: E402
+from datasets.batching import BatchMaker, eval_rows  # noqa: E402
 from datasets.load import load_dataset  # noqa: E402
 from datasets.split import Split, load_split, split_fingerprint  # noqa: E402
 from datasets.table import Table  # noqa: E402
@@ -40,9 +40,13 @@ from models.registry import get_model  # noqa: E402
 from runners.config import DataSettings, Job, check_config, job_settings, run_name  # noqa: E402
 from runners.data_parallel import train_processes  # noqa: E402
 from runners.evaluation import EvalOutcome, TestSetGuard, final_evaluation  # noqa: E402
+from runners.checkpoint import usable_checkpoint  # noqa: E402
+from runners.lease import config_lease  # noqa: E402
 from runners.runtime import configure_runtime, peak_rss_mb, seed_everything, tune_malloc  # noqa: E402
 from runners.tracking import (code_hash, config_hash, ensure_store, environment_tags, flatten,  # noqa: E402
                               get_or_create_experiment, tracking_uri)
+from runners.sweep_runs import parent_run_id  # noqa: E402
+from runners.device import device_info, resolve_device  # noqa: E402
 from runners.trainer import TrainResult, TrainSettings  # noqa: E402
 
 log = logging.getLogger("seqrec")
@@ -88,20 +92,32 @@ def skipped(finished: mlflow.entities.Run, job: Job, chash: str) -> dict:
 
 def resumable_run(store: Store, chash: str, checkpoint: Path) -> str | None:
     """The MLflow run to continue from `checkpoint`: the latest unfinished run of this config, if its checkpoint
-    is there (a checkpoint without its MLflow run cannot be continued faithfully, so it is removed)."""
-    unfinished = find_runs(store, chash, ("RUNNING", "FAILED", "KILLED")) if checkpoint.exists() else []
-    if unfinished:
-        return unfinished[0].info.run_id
-    checkpoint.unlink(missing_ok=True)
-    return None
+    is there and reads back whole (a checkpoint without its MLflow run cannot be continued faithfully, so it is
+    removed; a damaged one is moved aside: the run starts over). Called under the config's lease
+    (runners/lease.py), so a RUNNING run of this config is an orphan whose process is gone: one not continued is
+    closed as KILLED."""
+    unfinished = find_runs(store, chash, ("RUNNING", "FAILED", "KILLED"))
+    resume_id = unfinished[0].info.run_id if unfinished and usable_checkpoint(checkpoint) else None
+    for orphan in (r for r in unfinished if r.info.status == "RUNNING" and r.info.run_id != resume_id):
+        store.client.set_tag(orphan.info.run_id, "error", "orphaned: its process ended without closing the run "
+                             f"(lease of config {chash} taken over by pid {os.getpid()})")
+        store.client.set_terminated(orphan.info.run_id, status="KILLED")
+    if resume_id is None:
+        checkpoint.unlink(missing_ok=True)
+    return resume_id
 
 
-def run_tags(job: Job, table: Table, split: Split, chash: str, sweep_dir: str | None, resumed: bool) -> dict:
-    """Provenance (environment, config, hashes of config, data and split, output folder), then the user's tags."""
-    tags = {**environment_tags(), **job.tags, "config_hash": chash, "data_hash": table.content_hash,
+def run_tags(job: Job, table: Table, split: Split, chash: str, sweep_dir: str | None, resumed: bool,
+             parent_id: str | None = None) -> dict:
+    """Provenance (environment, config, hashes of config, data and split, output folder), then the user's tags;
+    in a multirun, the sweep folder and the sweep's parent run (runners/sweep_runs.py)."""
+    tags = {**environment_tags(), **device_info(resolve_device(job.settings.device)), **job.tags,
+            "config_hash": chash, "data_hash": table.content_hash,
             "split_hash": split_fingerprint(split), "output_dir": str(_output_dir() or ""), **job.user_tags}
     if sweep_dir:
         tags["sweep_dir"] = sweep_dir
+    if parent_id:
+        tags["mlflow.parentRunId"] = parent_id
     if resumed:
         tags["resumed"] = "true"
     return tags
@@ -115,7 +131,9 @@ def log_run_start(job: Job, store: Store, table: Table, tags: dict, resume_id: s
     mlflow.log_dict(job.resolved, "config.yaml")
     if not resume_id:
         mlflow.log_metrics({"n_users": table.n_users, "n_items": table.n_items,
-                            "n_categories": table.n_categories, "n_interactions": table.n_interactions})
+                            "n_categories": table.n_categories, "n_interactions": table.n_interactions,
+                            **{f"data_{k}": v for k, v in table.cleaning.items()}})
+        log_dataset_input(job, table)
         return set()
     prev = store.client.get_run(resume_id)
     for k in ("error", "error_traceback"):  # a FAILED run being continued: its old error is stale
@@ -123,6 +141,18 @@ def log_run_start(job: Job, store: Store, table: Table, tags: dict, resume_id: s
             store.client.delete_tag(resume_id, k)
     return {(k, m.step) for k in prev.data.metrics if k.startswith("curve/")
             for m in store.client.get_metric_history(resume_id, k)}
+
+
+def log_dataset_input(job: Job, table: Table) -> None:
+    """The run's dataset as an MLflow input (the UI's Dataset column): its name, the table's content hash as the
+    digest, where the data was read from, and its size."""
+    from mlflow.data.meta_dataset import MetaDataset
+    from mlflow.data.sources import LocalArtifactDatasetSource
+
+    generated = job.data.kind == "sample"  # written under the cache dir from its settings
+    source = str(job.data.options.get("path") or (job.data.cache_dir if generated else job.data.data_root))
+    dataset = MetaDataset(LocalArtifactDatasetSource(source), name=table.name, digest=table.content_hash)
+    mlflow.log_input(dataset, context="training", tags={k: str(v) for k, v in table.stats().items()})
 
 
 def curve_logger(logged: set[tuple[str, int]]) -> Callable[[dict[str, float], int], None]:
@@ -201,6 +231,23 @@ def train_and_test(job: Job, table: Table, split: Split, checkpoint: Path,
     return {"selection_score": result.best_score, **final}
 
 
+def record_data_failure(job: Job, e: BaseException, sweep_dir: str) -> None:
+    """A FAILED MLflow run for a job whose data stage raised: tagged with its config hash (data hash
+    `unavailable`: the table was never built, so a rerun on fixed data has another hash and is never skipped),
+    `stage=data`, the error and its traceback. Logging problems are only warned about: the data error is raised."""
+    try:
+        store = open_store(job.tracking_uri, job.experiment)
+        tags = {**environment_tags(), **job.tags, "config_hash": config_hash(job.resolved, "unavailable", code_hash()),
+                "stage": "data", "sweep_dir": sweep_dir, "output_dir": str(_output_dir() or ""),
+                "mlflow.parentRunId": parent_run_id(store.client, store.experiment_id, sweep_dir), **job.user_tags}
+        with mlflow.start_run(experiment_id=store.experiment_id, run_name=job.run_name):
+            mlflow.log_params({k: str(v)[:6000] for k, v in flatten(job.resolved).items()})
+            mlflow.set_tags(tags)
+            record_failure(e)
+    except Exception as logging_error:  # noqa: BLE001  (never hide the data error behind a tracking one)
+        log.warning("%s: the data-stage failure could not be logged to MLflow: %s", job.run_name, logging_error)
+
+
 def record_failure(e: BaseException) -> None:
     """The active MLflow run ends FAILED (KILLED on Ctrl-C) with the error and its traceback as tags."""
     mlflow.set_tags({"error": f"{type(e).__name__}: {e}"[:5000], "error_traceback": traceback.format_exc()[-5000:]})
@@ -214,17 +261,31 @@ def run(cfg: DictConfig, sweep_dir: str | None = None) -> dict:
     job = job_settings(cfg)
     tune_malloc()  # glibc allocator settings (runners/runtime.py MALLOC_TUNING; MALLOC_* variables set by hand win)
     configure_runtime(job.threads, job.flush_denormal)
-    table, split = load_data(job.data)
+    try:
+        table, split = load_data(job.data)
+    except Exception as e:
+        if sweep_dir is not None:  # a sweep's data-stage failure is a FAILED run too: reports and the UI show it
+            record_data_failure(job, e, sweep_dir)
+        raise
     chash = config_hash(job.resolved, table.content_hash, code_hash())
     store = open_store(job.tracking_uri, job.experiment)
+    with config_lease(job.data.cache_dir, chash):  # one live run per config: a second copy waits here
+        return run_leased(job, table, split, chash, store, sweep_dir, t_start)
+
+
+def run_leased(job: Job, table: Table, split: Split, chash: str, store: Store, sweep_dir: str | None,
+               t_start: float) -> dict:
+    """The job once it holds its config's lease: skip (FINISHED already), resume (an orphan's checkpoint) or
+    start a new run."""
     if job.skip_finished and (done := find_runs(store, chash, ("FINISHED",))):
         return skipped(done[0], job, chash)
     checkpoint = job.data.cache_dir / "checkpoints" / f"{chash}.pt"
     resume_id = resumable_run(store, chash, checkpoint)
+    parent_id = parent_run_id(store.client, store.experiment_id, sweep_dir) if sweep_dir else None
     with mlflow.start_run(run_id=resume_id, experiment_id=None if resume_id else store.experiment_id,
                           run_name=None if resume_id else job.run_name) as active:
         try:
-            tags = run_tags(job, table, split, chash, sweep_dir, resumed=resume_id is not None)
+            tags = run_tags(job, table, split, chash, sweep_dir, resumed=resume_id is not None, parent_id=parent_id)
             logged = log_run_start(job, store, table, tags, resume_id)
             final = train_and_test(job, table, split, checkpoint, curve_logger(logged), t_start)
             return {"status": "FINISHED", "run_id": active.info.run_id, "run_name": job.run_name, **final}

@@ -1,6 +1,6 @@
 """The codebase's shape, held by tests: small files and functions, and import arrows that point one way.
 
-Limits (issue 17): no file in runners/, reports/ or datasets/ over 400 lines; no function over 80 lines in the
+Limits: no file in runners/, reports/ or datasets/ over 400 lines; no function over 80 lines in the
 project's packages; no import cycle between the project's modules; reports/ never imports runners/ (the report
 stage reads MLflow, never the training code).
 """

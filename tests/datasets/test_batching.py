@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from datasets.batches import BatchMaker, batch_order, time_bucket, train_rows
+from datasets.batching import BatchMaker, batch_order, time_bucket, train_rows
 from datasets.split import make_split
 from tests.datasets.conftest import make_table
 

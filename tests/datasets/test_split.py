@@ -6,7 +6,7 @@ import random
 import numpy as np
 import pandas as pd
 
-from datasets.batches import eval_rows, train_rows
+from datasets.batching import eval_rows, train_rows
 from datasets.split import make_split
 from tests.datasets.conftest import make_table
 

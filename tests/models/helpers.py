@@ -1,5 +1,5 @@
 """Shared pieces of the model tests: small random Batches (no data files; right-padded histories exactly as
-datasets/batches.py), building a model from its yaml, and the generic checks and training loop the tests reuse."""
+datasets/batching.py), building a model from its yaml, and the generic checks and training loop the tests reuse."""
 from __future__ import annotations
 
 from dataclasses import replace

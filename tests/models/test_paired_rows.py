@@ -1,7 +1,7 @@
 """Paired training rows (trainer.pair_rows): one history encoded once for its positive and its negative gives the
 same loss and the same gradient of every parameter as the two rows fed separately (the earlier path).
 
-Real pipeline on generated data: datasets.batches.train_rows builds both layouts from the same split; the test
+Real pipeline on generated data: datasets.batching.train_rows builds both layouts from the same split; the test
 takes the same prefixes both ways, in one batch each."""
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from datasets import synthetic
-from datasets.batches import BatchMaker, Rows, train_rows
+from datasets.batching import BatchMaker, Rows, train_rows
 from datasets.split import make_split
 from datasets.table import build_table
 from models.registry import get_model

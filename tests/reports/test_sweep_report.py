@@ -33,7 +33,7 @@ def seed_averaged_outcomes(uri: str, tmp: Path) -> pd.DataFrame:
     client = mlflow.MlflowClient(uri)
     exp = client.get_experiment_by_name("sample/paper")
     per_model: dict[str, list[pd.DataFrame]] = {}
-    for r in client.search_runs([exp.experiment_id], "attributes.status = 'FINISHED'"):
+    for r in client.search_runs([exp.experiment_id], "attributes.status = 'FINISHED' and tags.model != ''"):
         path = client.download_artifacts(r.info.run_id, "outcomes/test_outcomes.csv", str(tmp / r.info.run_id))
         df = pd.read_csv(path, dtype={"reviewerID": str, "pos": str, "neg": str})
         per_model.setdefault(r.data.tags["model"], []).append(df[PAIR + ["correct"]])

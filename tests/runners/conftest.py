@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+MODEL_RUNS = "tags.model != ''"  # MLflow filter: a multirun's model runs, without its parent (runners/sweep_runs.py)
 
 
 def isolated_env(root: Path) -> dict[str, str]:

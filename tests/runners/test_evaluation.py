@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from datasets.batches import BatchMaker, eval_rows
+from datasets.batching import BatchMaker, eval_rows
 from datasets.split import draw_eval_negatives, make_split
 from models.interface import SeqRecModel
 from runners import metrics

@@ -18,7 +18,7 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from tests.runners.conftest import isolated_env, run_cli
+from tests.runners.conftest import MODEL_RUNS, isolated_env, run_cli
 
 PAIR = ["bpr", "atrank", "pop"]
 OTHERS = ["bilstm", "bilstm_att", "cnn", "din", "attrec", "gru4rec", "sasrec"]
@@ -34,7 +34,7 @@ def short_budget_sweep(models: list[str], root: Path, data: Path) -> dict[str, f
                   timeout=3600)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
-    runs = mlflow.search_runs(experiment_names=["clothing_seq/paper"])
+    runs = mlflow.search_runs(experiment_names=["clothing_seq/paper"], filter_string=MODEL_RUNS)
     assert sorted(runs["tags.model"]) == sorted(models) and (runs["status"] == "FINISHED").all()
     assert (runs["tags.recipe"] == "short_budget").all() and (runs["metrics.epochs_done"] == 2).all()
     auc = dict(zip(runs["tags.model"], runs["metrics.test_auc"]))

@@ -5,7 +5,7 @@ import mlflow
 import pytest
 
 from runners.run import run
-from tests.runners.conftest import compose, run_cli
+from tests.runners.conftest import MODEL_RUNS, compose, run_cli
 
 QUICK = ["trainer.max_steps=150", "trainer.eval_every=50", "trainer.num_threads=1"]
 
@@ -18,7 +18,7 @@ def test_sweep_of_every_model_logs_finished_runs_with_params_curves_and_provenan
     assert res.returncode == 0, res.stderr[-3000:]
     assert "10 finished, 0 skipped (already finished), 0 failed" in res.stdout
     mlflow.set_tracking_uri(isolated["MLFLOW_TRACKING_URI"])
-    runs = mlflow.search_runs(experiment_names=["sample/paper"])
+    runs = mlflow.search_runs(experiment_names=["sample/paper"], filter_string=MODEL_RUNS)
     assert sorted(runs["tags.model"]) == sorted(ALL_MODELS.split(","))
     assert (runs["status"] == "FINISHED").all()
     assert {"bpr/sample/seed0", "atrank/sample/seed0"} <= set(runs["tags.mlflow.runName"])
@@ -41,6 +41,17 @@ def test_sweep_of_every_model_logs_finished_runs_with_params_curves_and_provenan
         best = max(curve, key=lambda m: (m.value, -m.step))  # the first of equal AUCs is the one kept
         assert (best.value, best.step) == (r["metrics.best_test_auc"], r["metrics.best_step"]), r["tags.model"]
         assert {a.path for a in client.list_artifacts(r["run_id"], "outcomes")} == {"outcomes/test_outcomes.csv"}
+    # the sweep is one parent run holding the report, its jobs nested; each job names its dataset as an input
+    exp = client.get_experiment_by_name("sample/paper")
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
+    (parent,) = client.search_runs([exp.experiment_id], "tags.sweep_parent = 'true'")
+    assert parent.info.status == "FINISHED" and parent.data.tags["sweep_overrides"].startswith(f"model={ALL_MODELS}")
+    assert (runs["tags.mlflow.parentRunId"] == parent.info.run_id).all()
+    report = [a.path for a in client.list_artifacts(parent.info.run_id, "report")]
+    assert any(p.endswith(".md") for p in report) and any(p.endswith("_auc.png") for p in report)
+    for _, r in runs.iterrows():
+        (data_input,) = client.get_run(r["run_id"]).inputs.dataset_inputs
+        assert (data_input.dataset.name, data_input.dataset.digest) == ("sample", r["tags.data_hash"])
 
 
 def test_nan_job_fails_while_the_other_job_of_the_sweep_finishes(isolated, tmp_path):
@@ -49,7 +60,7 @@ def test_nan_job_fails_while_the_other_job_of_the_sweep_finishes(isolated, tmp_p
     assert res.returncode == 1
     assert "1 finished, 0 skipped (already finished), 1 failed" in res.stdout
     mlflow.set_tracking_uri(isolated["MLFLOW_TRACKING_URI"])
-    runs = mlflow.search_runs(experiment_names=["sample/paper"])
+    runs = mlflow.search_runs(experiment_names=["sample/paper"], filter_string=MODEL_RUNS)
     assert sorted(runs["status"]) == ["FAILED", "FINISHED"]
     failed = runs[runs["status"] == "FAILED"].iloc[0]
     assert "FloatingPointError" in failed["tags.error"] and "step 20" in failed["tags.error"]

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from datasets import synthetic
-from datasets.batches import BatchMaker, batch_order, train_rows
+from datasets.batching import BatchMaker, batch_order, train_rows
 from datasets.split import make_split
 from datasets.table import build_table
 from models.registry import get_model

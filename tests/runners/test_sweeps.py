@@ -24,6 +24,8 @@ import pytest
 import torch
 import yaml
 
+from tests.runners.conftest import MODEL_RUNS
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BPR = ["model=bpr", "dataset=sample", "trainer.max_steps=100", "trainer.eval_every=50", "trainer.num_threads=1"]
 NO_REPORT = ["++hydra.callbacks.report.enabled=false"]
@@ -56,7 +58,8 @@ def tail(res: subprocess.CompletedProcess) -> str:
 def runs_in(uri: str, experiment: str = "sample/paper") -> list:
     client = mlflow.MlflowClient(uri)
     exp = client.get_experiment_by_name(experiment)
-    return [] if exp is None else client.search_runs([exp.experiment_id], order_by=["attributes.start_time ASC"])
+    return [] if exp is None else client.search_runs([exp.experiment_id], MODEL_RUNS,
+                                                     order_by=["attributes.start_time ASC"])
 
 
 def job_logs(sweep_dir: Path) -> str:
@@ -141,7 +144,7 @@ def test_a_run_resumed_after_its_early_stop_stays_stopped(tmp_path, monkeypatch)
     """Killed between the early stop and the end of the job: the checkpoint says so, training does not go on."""
     from datasets.load import load_dataset
     from datasets.split import load_split
-    from datasets.batches import eval_rows
+    from datasets.batching import eval_rows
     from models.registry import get_model
     from runners.evaluation import TestSetGuard
     from runners.runtime import seed_everything
@@ -329,7 +332,7 @@ def test_runs_logged_through_a_tracking_server_are_found_through_it(tmp_path, tr
     res = cli([*BPR, *where(tmp_path, "run", store=None)], env, tmp_path)  # the URI comes from the environment
     assert res.returncode == 0, tail(res)
     mlflow.set_tracking_uri(tracking_server)  # put back after the test (tests/conftest.py)
-    runs = mlflow.search_runs(experiment_names=["sample/paper"])  # through the server's REST API
+    runs = mlflow.search_runs(experiment_names=["sample/paper"], filter_string=MODEL_RUNS)  # through the server's REST API
     assert len(runs) == 1 and runs["status"].iloc[0] == "FINISHED"
     assert 0.5 < runs["metrics.test_auc"].iloc[0] <= 1.0 and runs["tags.config_hash"].iloc[0]
     client = mlflow.MlflowClient(tracking_server)

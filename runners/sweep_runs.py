@@ -1,0 +1,58 @@
+"""A multirun in MLflow: one parent run per experiment the sweep touches, its jobs nested under it.
+
+MLflow nests a run under another through the tag `mlflow.parentRunId`, so jobs in any launcher's processes
+(basic, joblib, submitit) join their sweep's parent by tagging themselves. The first job of an experiment creates
+the parent (a file lock in the sweep folder makes it one per experiment); it is named after the sweep and tagged
+with the sweep's overrides, which CreateTrackingStore wrote to <sweep_dir>/sweep.json when the multirun started.
+When the multirun ends, the Table 3 report is logged as the parents' artifacts and they end FINISHED (FAILED if a
+job failed). A skipped job (its config FINISHED in an earlier sweep) stays under that sweep's parent; a resumed
+run moves to the new one.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+PARENT_TAG = "sweep_parent"   # "true" on a sweep's parent run; reports leave those rows out
+SWEEP_FILE = "sweep.json"
+
+
+def write_sweep_file(sweep_dir: Path, overrides: list[str], command: str) -> None:
+    """What the sweep was asked for, read by the job that creates a parent run."""
+    from datasets.atomic import atomic_write_text
+
+    atomic_write_text(Path(sweep_dir) / SWEEP_FILE, json.dumps({"overrides": overrides, "command": command}))
+
+
+def parent_run_id(client, experiment_id: str, sweep_dir: str) -> str:
+    """The id of the sweep's parent run in `experiment_id`, created by the first job that asks."""
+    from filelock import FileLock
+
+    folder = Path(sweep_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(folder / f".parent_{experiment_id}.lock")):
+        found = _parents(client, [experiment_id], sweep_dir)
+        if found:
+            return found[0].info.run_id
+        meta = json.loads((folder / SWEEP_FILE).read_text()) if (folder / SWEEP_FILE).exists() else {}
+        tags = {"sweep_dir": sweep_dir, PARENT_TAG: "true", "sweep_overrides": " ".join(meta.get("overrides", [])),
+                "command": meta.get("command", "")}
+        return client.create_run(experiment_id, run_name=f"sweep {folder.parent.name}/{folder.name}",
+                                 tags=tags).info.run_id
+
+
+def close_parents(client, sweep_dir: str, files: list[Path], failed: int) -> list[str]:
+    """Log `files` (the sweep's report) to every parent run of the sweep and end them; returns their ids."""
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    parents = _parents(client, experiments, sweep_dir) if experiments else []
+    for run in parents:
+        client.set_tag(run.info.run_id, "failed_jobs", str(failed))
+        for f in files:
+            client.log_artifact(run.info.run_id, str(f), artifact_path="report")
+        client.set_terminated(run.info.run_id, status="FAILED" if failed else "FINISHED")
+    return [r.info.run_id for r in parents]
+
+
+def _parents(client, experiment_ids: list[str], sweep_dir: str) -> list:
+    return client.search_runs(experiment_ids, filter_string=f"tags.sweep_dir = '{sweep_dir}' and "
+                                                             f"tags.{PARENT_TAG} = 'true'")
