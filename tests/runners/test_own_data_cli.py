@@ -78,3 +78,74 @@ def test_duplicate_rows_are_dropped_and_the_count_is_in_mlflow(shared_data, isol
     (run,) = client.search_runs([client.get_experiment_by_name("interactions/paper").experiment_id])
     assert run.data.metrics["data_duplicate_rows_dropped"] == len(df)
     assert run.data.metrics["n_interactions"] <= len(df)
+
+
+ROWS = "user,item,time\n" + "".join(f"u{u},i{(u + k) % 12},{100 * u + k}\n" for u in range(6) for k in range(6))
+
+
+def write_case(path: Path, case: str) -> None:
+    """The real-export shapes that used to be rejected or misread (each good now, or an error with its line)."""
+    import gzip
+
+    data = ROWS.encode()
+    if case == "decode-error":
+        data = data.replace(b"u2,i2,200", b"u2,caf\xe9,200")  # the first row of u2: line 14
+    elif case == "truncated-gzip":
+        packed = gzip.compress(data * 40)
+        data = packed[: len(packed) // 2]
+    elif case == "bom":
+        data = b"\xef\xbb\xbf" + data
+    elif case == "gzip-in-csv":
+        data = gzip.compress(data)
+    elif case == "short-user":
+        data += b"lonely,i0,5\n"
+    path.write_bytes(data)
+
+
+@pytest.mark.parametrize("case, suffix, parts", [
+    ("decode-error", ".csv", ["line 14 (byte", "not UTF-8"]),
+    ("truncated-gzip", ".csv.gz", [": the gzip stream is truncated or corrupt", "get it again"]),
+], ids=["decode-error", "truncated-gzip"])
+def test_unreadable_exports_exit_with_their_line(isolated, tmp_path, case, suffix, parts):
+    path = tmp_path / f"export{suffix}"
+    write_case(path, case)
+    res = run_cli(["model=pop", "dataset=interactions", f"dataset.options.path={path}", *QUICK], isolated, tmp_path)
+    assert res.returncode == 1 and f"{path}, line " in res.stderr and all(p in res.stderr for p in parts), \
+        res.stderr[-2000:]
+    client = mlflow.MlflowClient(isolated["MLFLOW_TRACKING_URI"])
+    assert not [r for e in client.search_experiments() for r in client.search_runs([e.experiment_id])]
+    assert not list((Path(isolated["SEQREC_CACHE"])).glob("table_*.npz"))
+
+
+@pytest.mark.parametrize("case, metric", [("bom", None), ("gzip-in-csv", None), ("short-user", "data_short_users_dropped")])
+def test_real_exports_that_used_to_fail_now_train(isolated, tmp_path, case, metric):
+    path = tmp_path / "export.csv"
+    write_case(path, case)
+    res = run_cli(["model=pop", "dataset=interactions", f"dataset.options.path={path}", *QUICK], isolated, tmp_path)
+    assert res.returncode == 0, res.stderr[-2000:]
+    client = mlflow.MlflowClient(isolated["MLFLOW_TRACKING_URI"])
+    (run,) = client.search_runs([client.get_experiment_by_name("interactions/paper").experiment_id])
+    assert run.info.status == "FINISHED" and run.data.metrics["n_users"] == 6
+    if metric:
+        assert run.data.metrics[metric] == 1
+    assert len(list((Path(isolated["SEQREC_CACHE"])).glob("table_*.npz"))) == 1
+
+
+def test_an_in_place_edit_keeping_size_and_mtime_is_new_data(isolated, tmp_path):
+    """cp -p / rsync -t keep size and mtime: the table, the data_hash and skip_finished still see the new bytes."""
+    import os
+
+    path = tmp_path / "export.csv"
+    path.write_text(ROWS)
+    args = ["model=pop", "dataset=interactions", f"dataset.options.path={path}", *QUICK]
+    assert run_cli(args, isolated, tmp_path).returncode == 0
+    stat = path.stat()
+    path.write_text(ROWS.replace("u0,i0,0", "u0,i9,0"))  # same size
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert path.stat().st_size == stat.st_size and path.stat().st_mtime_ns == stat.st_mtime_ns
+    res = run_cli(args, isolated, tmp_path)
+    assert res.returncode == 0 and "skip " not in res.stdout + res.stderr
+    client = mlflow.MlflowClient(isolated["MLFLOW_TRACKING_URI"])
+    runs = client.search_runs([client.get_experiment_by_name("interactions/paper").experiment_id])
+    assert len(runs) == 2 and len({r.data.tags["data_hash"] for r in runs}) == 2
+    assert all(r.info.status == "FINISHED" for r in runs)
