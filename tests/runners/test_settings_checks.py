@@ -34,3 +34,20 @@ def test_good_settings_pass():
     from runners.config import check_config
 
     check_config(compose([*BASE, "trainer.max_steps=5", "model.batch_size=16"]))
+
+
+@pytest.mark.parametrize("override, message", [
+    ("model.batch_size=-32", "model.batch_size must be an integer >= 1"),
+    ("trainer.epochs=0", "must be >= 1"),
+    ("+trainer.max_step=200", "unknown trainer setting(s) ['max_step']"),
+], ids=["negative-batch", "zero-epochs", "typo-key"])
+def test_bad_setting_exits_1_from_the_command_line_and_logs_no_run(override, message, tmp_path):
+    import mlflow
+
+    from tests.runners.conftest import isolated_env, run_cli
+
+    env = isolated_env(tmp_path)
+    res = run_cli(["model=bpr", "dataset=sample", override], env, tmp_path)
+    assert res.returncode == 1 and message in res.stderr, res.stderr[-2000:]
+    client = mlflow.MlflowClient(env["MLFLOW_TRACKING_URI"])
+    assert not [r for e in client.search_experiments() for r in client.search_runs([e.experiment_id])]
