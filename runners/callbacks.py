@@ -27,6 +27,11 @@ from runners.sweep_runs import close_parents, write_sweep_file  # noqa: E402
 from runners.tracking import ensure_store, tracking_uri  # noqa: E402
 
 
+def job_statuses(sweep_dir: Path) -> list[dict]:
+    """What each job of the sweep reported (runners/run.py writes <job dir>/status.json), in job order."""
+    return [json.loads(p.read_text()) for p in sorted(Path(sweep_dir).glob("*/status.json"))]
+
+
 class CreateTrackingStore(Callback):
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         ensure_store(tracking_uri(config.mlflow.tracking_uri))
@@ -41,7 +46,7 @@ class SummariseSweep(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         """Print how many jobs finished, failed or were skipped (from each job's status.json); exit 1 on failures."""
         sweep_dir = Path(config.hydra.sweep.dir)
-        statuses = [json.loads(p.read_text()) for p in sorted(sweep_dir.glob("*/status.json"))]
+        statuses = job_statuses(sweep_dir)
         counts = {k: sum(1 for s in statuses if s["status"] == k) for k in ("FINISHED", "SKIPPED", "FAILED")}
         print(f"sweep summary: {len(statuses)} job(s): {counts['FINISHED']} finished, {counts['SKIPPED']} skipped "
               f"(already finished), {counts['FAILED']} failed [{sweep_dir}]", flush=True)
@@ -87,7 +92,7 @@ class WriteReport(Callback):
         import mlflow
 
         sweep_dir = Path(config.hydra.sweep.dir).resolve()
-        failed = sum(1 for p in sweep_dir.glob("*/status.json") if json.loads(p.read_text())["status"] == "FAILED")
+        failed = sum(1 for s in job_statuses(sweep_dir) if s["status"] == "FAILED")
         try:
             closed = close_parents(mlflow.MlflowClient(tracking_uri(config.mlflow.tracking_uri)), str(sweep_dir),
                                    files, failed)
