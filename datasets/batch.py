@@ -3,9 +3,25 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+import numpy as np
 import torch
 
 N_TIME_BUCKETS = 13  # gap buckets 0..12 (thresholds 2^1..2^12 days)
+TIME_THRESHOLDS = 2 ** np.arange(1, 13)  # 2, 4, ..., 4096 days
+
+
+def time_bucket(gap_days: np.ndarray) -> np.ndarray:
+    """Number of thresholds 2^1..2^12 that `gap_days` reaches: 0..12 (the reference's `np.sum(gap >= thr)`)."""
+    return np.searchsorted(TIME_THRESHOLDS, gap_days, side="right").astype(np.int64)
+
+
+@dataclass(frozen=True)
+class GroupHistory:
+    """One behaviour group's history per row (datasets/behaviours.py): objects, time-gap buckets, mask, [B, Lg]."""
+
+    objects: torch.Tensor
+    time: torch.Tensor
+    mask: torch.Tensor
 
 
 @dataclass(frozen=True)
@@ -23,6 +39,8 @@ class Batch:
     neg:       [B]    sampled negative for pairwise rows (BPR, evaluation pairs), else None. A pointwise model
                       given `neg` and no `label` reads a PAIRED batch: each of the B prefixes stands for two
                       rows, (history, target, 1) and (history, neg, 0), so the batch holds 2B rows.
+    groups:    one GroupHistory per behaviour group of the dataset, in its order (empty without behaviours):
+               the events strictly before the target's time (ATRank's behavior_groups=typed reads them)
     mean_rows:        the row count that means over rows divide by (None: this batch's own rows). A
                       data-parallel worker sets the global batch's, so the workers' losses sum to its loss.
     """
@@ -36,6 +54,7 @@ class Batch:
     target: torch.Tensor
     label: torch.Tensor | None = None
     neg: torch.Tensor | None = None
+    groups: tuple[GroupHistory, ...] = ()
     mean_rows: int | None = None
 
     def __len__(self) -> int:

@@ -11,16 +11,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from datasets.batch import Batch
+from datasets.batch import TIME_THRESHOLDS, Batch, GroupHistory, time_bucket  # noqa: F401 (re-exported)
+from datasets.behaviours import group_history
 from datasets.split import Split
 from datasets.table import Table
-
-TIME_THRESHOLDS = 2 ** np.arange(1, 13)  # 2, 4, ..., 4096 days
-
-
-def time_bucket(gap_days: np.ndarray) -> np.ndarray:
-    """Number of thresholds 2^1..2^12 that `gap_days` reaches: 0..12 (the reference's `np.sum(gap >= thr)`)."""
-    return np.searchsorted(TIME_THRESHOLDS, gap_days, side="right").astype(np.int64)
 
 
 @dataclass(frozen=True)
@@ -87,6 +81,8 @@ class BatchMaker:
         self.items = table.items
         self.days = (table.times // 86400).astype(np.int64)
         self.ratings = table.ratings
+        self.times = table.times
+        self.behaviours = table.behaviours
         self.max_len = max_len
         self.include_end = include_end  # sequence rows: the history runs up to and including `end - 1`
 
@@ -109,7 +105,18 @@ class BatchMaker:
         return Batch(user=t(rows.user), hist=t(hist.astype(np.int64)), hist_time=t(hist_time),
                      hist_rating=t(hist_rating.astype(np.int64)), mask=t(mask), lengths=t(lengths.astype(np.int64)),
                      target=t(rows.target), label=None if rows.label is None else t(rows.label),
-                     neg=None if rows.neg is None else t(rows.neg))
+                     neg=None if rows.neg is None else t(rows.neg), groups=self.groups(rows, ref_day))
+
+    def groups(self, rows: Rows, ref_day: np.ndarray) -> tuple[GroupHistory, ...]:
+        """Each behaviour group's events before the target's time (sequence rows: none are built)."""
+        if self.behaviours is None or self.include_end:
+            return ()
+        cutoff = self.times[np.minimum(rows.end, len(self.times) - 1)]
+        out = []
+        for g in self.behaviours.groups:
+            objects, time, mask = group_history(g, rows.user, cutoff, ref_day, self.max_len)
+            out.append(GroupHistory(torch.from_numpy(objects), torch.from_numpy(time), torch.from_numpy(mask)))
+        return tuple(out)
 
 
 def batch_order(rows: Rows, batch_size: int, rng: np.random.Generator, shuffle: bool = True,

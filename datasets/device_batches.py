@@ -48,6 +48,9 @@ class DeviceBatchMaker:
 
     def __init__(self, table: Table | None, max_len: int | None = None, device: str | torch.device = "cpu",
                  static_widths: bool = False, *, arrays: dict | None = None):
+        if table is not None and table.behaviours is not None:
+            raise ValueError("behaviour groups (dataset option behaviours) are built by the host batch maker: "
+                             "set trainer.device_batches=false")
         a = arrays if arrays is not None else {"indptr": table.indptr, "items": table.items,
                                                "days": (table.times // 86400).astype(np.int64),
                                                "ratings": table.ratings}

@@ -51,7 +51,7 @@ def prepare_amazon_hin(data_root: Path, cache_dir: Path) -> tuple[list[Path], Ca
     return files, lambda: _parse_amazon_hin(*files)
 
 
-def _split_counts(path: Path, lineno: int, line: bytes, sep: bytes, names: tuple[str, ...], sep_name: str,
+def split_counts(path: Path, lineno: int, line: bytes, sep: bytes, names: tuple[str, ...], sep_name: str,
                   expected: str) -> list[int]:
     """The `len(names)` non-negative integers of one `sep`-separated line, or DataFormatError naming the line."""
     fields = line.rstrip(b"\r\n").split(sep)
@@ -64,7 +64,7 @@ def _split_counts(path: Path, lineno: int, line: bytes, sep: bytes, names: tuple
 def _parse_amazon_hin(user_item: Path, item_category: Path) -> RawData:
     users, items, ratings, times = [], [], [], []
     for lineno, line in iter_lines(user_item, _HIN_UI_EXPECTED):
-        u, i, r, t = _split_counts(user_item, lineno, line, b"\t", ("user", "item", "rating", "unixtime"),
+        u, i, r, t = split_counts(user_item, lineno, line, b"\t", ("user", "item", "rating", "unixtime"),
                                    "tab-separated", _HIN_UI_EXPECTED)
         users.append(u)
         items.append(i)
@@ -72,7 +72,7 @@ def _parse_amazon_hin(user_item: Path, item_category: Path) -> RawData:
         times.append(t)
     category: dict[int, int] = {}
     for lineno, line in iter_lines(item_category, _HIN_IC_EXPECTED):
-        item, cat = _split_counts(item_category, lineno, line, b",", ("item", "category"), "comma-separated",
+        item, cat = split_counts(item_category, lineno, line, b",", ("item", "category"), "comma-separated",
                                   _HIN_IC_EXPECTED)
         category[item] = cat  # the last row in file order wins (the analogue of categories[-1][-1])
     item_max = max(items + list(category), default=0)

@@ -11,7 +11,7 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
@@ -41,6 +41,7 @@ class Table:
     category_keys: np.ndarray  # str [n_categories]
     content_hash: str
     cleaning: dict[str, int] = field(default_factory=dict)  # rows/users removed by the data policy (cleaning.py)
+    behaviours: Any = None  # datasets/behaviours.Behaviours, attached after the cache (never saved with the table)
 
     @property
     def n_users(self) -> int:

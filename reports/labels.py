@@ -28,14 +28,16 @@ DASH = "—"
 
 
 def label(model: str) -> str:
-    """The paper's name of a model, or the registry name for a model the paper does not have."""
-    return MODEL_LABELS.get(model, model)
+    """The paper's name of a model, or the registry name for a model the paper does not have; a variant
+    ("atrank [items_only]", tag `variant`) keeps its bracket after the model's name."""
+    base, bracket, rest = model.partition(" [")
+    return MODEL_LABELS.get(base, base) + (f" [{rest}" if bracket else "")
 
 
 def model_order(models: set[str]) -> list[str]:
     """Table 3's five rows always (absent ones show a dash), then the peers and any other model that has runs."""
     known = list(PAPER_MODELS) + [m for m in OTHER_MODELS if m in models]
-    return known + sorted(m for m in models if m not in known)
+    return known + sorted((m for m in models if m not in known), key=lambda m: (m.partition(" [")[0] not in known, m))
 
 
 def paper_column_of(dataset: str, tag: str | None = None) -> str | None:

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 OUTCOMES_ARTIFACT = "outcomes/test_outcomes.csv"
-TAGS = ("model", "dataset", "protocol", "protocol_label", "seed", "recipe", "paper_column", "git_commit", "git_dirty",
+TAGS = ("model", "variant", "dataset", "protocol", "protocol_label", "seed", "recipe", "paper_column", "git_commit", "git_dirty",
         "data_hash", "split_hash", "config_hash", "sweep_dir", "error", "mlflow.runName")
 PARAMS = ("trainer.max_steps", "trainer.eval_every", "trainer.epochs", "model.epochs", "model.name", "dataset.name",
           "protocol.name", "protocol.eval_negatives", "protocol.eval_negatives_kind", "protocol.full_ranking_users",
@@ -101,6 +101,8 @@ def normalize_runs(df: pd.DataFrame, experiment_names: dict[str, str]) -> pd.Dat
             df[f"metrics.{m}"] = np.nan
     for t in ("model", "dataset", "protocol", "protocol_label", "seed", "recipe", "paper_column"):
         df[t] = df[f"tags.{t}"].astype(str)
+    variant = df["tags.variant"].astype(str)  # +tags.variant=...: a model's named variant is its own row
+    df.loc[variant != "", "model"] = df["model"] + " [" + variant + "]"
     df["run_name"] = df["tags.mlflow.runName"]
     df["experiment"] = df["experiment_id"].map(lambda i: experiment_names.get(i, str(i)))
     df.loc[df["recipe"] == "", "recipe"] = "default"

@@ -7,6 +7,8 @@ sweep goes on; the sweep's summary and exit code come from runners/callbacks.py.
 """
 from __future__ import annotations
 
+import inspect
+
 import json
 import logging
 import math
@@ -166,9 +168,12 @@ def curve_logger(logged: set[tuple[str, int]]) -> Callable[[dict[str, float], in
 
 
 def build_model(job: Job, table: Table) -> SeqRecModel:
+    """The model on `table`; one that takes `behaviours` (ATRank) gets the dataset's behaviour groups."""
     seed_everything(job.seed)  # before construction: the initial weights depend on it
-    return get_model(job.model)(n_users=table.n_users, n_items=table.n_items, n_categories=table.n_categories,
-                                item_category=table.item_category, **job.params)
+    cls = get_model(job.model)
+    extra = {"behaviours": table.behaviours} if "behaviours" in inspect.signature(cls).parameters else {}
+    return cls(n_users=table.n_users, n_items=table.n_items, n_categories=table.n_categories,
+               item_category=table.item_category, **job.params, **extra)
 
 
 def fail_for_testing(debug_raise: str | bool | None) -> None:

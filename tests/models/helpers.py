@@ -93,7 +93,7 @@ def row_alone(batch: Batch, i: int) -> Batch:
     """Row i as a batch of its own, padded to its own length only."""
     n = max(int(batch.lengths[i]), 1)
     return Batch(**{k: None if v is None else (v[i:i + 1, :n] if v.dim() == 2 else v[i:i + 1])
-                    for k, v in vars(batch).items()})
+                    for k, v in vars(batch).items() if k not in ("groups", "mean_rows")})
 
 
 def build_from_yaml(name: str, seed: int = 0, **overrides):

@@ -34,14 +34,14 @@ def test_reference_time_one_hot_drops_bucket_12():
     ref, full = make(time_slots=12), make(time_slots=13)
     assert ref.behavior[0].in_features == 32 + 12 and full.behavior[0].in_features == 32 + 13
     with torch.no_grad():
-        h_ref, h_full = ref.encode_history(all_12), full.encode_history(all_12)
+        h_ref, h_full = ref.encode_history(all_12)[0], full.encode_history(all_12)[0]
         ref.behavior[0].weight[:, 32:] = 0  # remove the time input entirely
         full.behavior[0].weight[:, 32:] = 0
         # 12 slots: bucket 12 is an all-zero one-hot, exactly as if there were no time input
         real = batch.mask  # (padded slots hold bucket 0, which does have a slot)
-        assert torch.allclose(ref.encode_history(all_12)[real], h_ref[real], atol=1e-6)
+        assert torch.allclose(ref.encode_history(all_12)[0][real], h_ref[real], atol=1e-6)
         # 13 slots: bucket 12 has its own slot, so it does contribute
-        assert not torch.allclose(full.encode_history(all_12)[real], h_full[real], atol=1e-4)
+        assert not torch.allclose(full.encode_history(all_12)[0][real], h_full[real], atol=1e-4)
 
 
 def test_behavior_groups_by_rating_change_scores_only_through_ratings():
