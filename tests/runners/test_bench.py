@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import pandas as pd
+import pytest
 
 from tests.runners.conftest import REPO_ROOT
 
@@ -18,6 +19,7 @@ NUMERIC = ["batch", "threads", "rows_per_epoch", "ex_per_s", "ex_per_s_min", "ex
            "speedup"]
 
 
+@pytest.mark.slow  # long CLI run: the slow tier (python -m pytest -m slow)
 def test_quick_bench_prints_and_writes_the_table_with_positive_figures(isolated, tmp_path):
     out = tmp_path / "bench"
     res = subprocess.run([sys.executable, str(REPO_ROOT / "runners" / "bench.py"), "--quick", "--scale", "0.005",

@@ -36,6 +36,7 @@ def own_files(shared_data: Path, tmp: Path) -> dict[str, list[str]]:
                         f"dataset.options.item_path={tmp / 'mine.item'}", "dataset.options.category_col=categories"]}
 
 
+@pytest.mark.slow  # long CLI run: the slow tier (python -m pytest -m slow)
 def test_each_format_runs_from_the_command_line(shared_data, isolated, tmp_path):
     formats = own_files(shared_data, tmp_path)
     for name, options in formats.items():
@@ -51,10 +52,15 @@ def test_each_format_runs_from_the_command_line(shared_data, isolated, tmp_path)
         assert (data_input.dataset.name, data_input.dataset.digest) == (f"mine_{name}", run.data.tags["data_hash"])
 
 
+SLOW = pytest.mark.slow  # the other cases of a CLI check: the slow tier (in-process tests cover them all)
+
+
 @pytest.mark.parametrize("bad, parts", [
     ("u,a,1\nu,b,2,9\nu,c,3\n", ["line 3: 4 fields, expected 3"]),
-    ("u,a,1\nu,b,2014-01-02\nu,c,3\n", ["mixes unix timestamps ('1', line 2) and dates ('2014-01-02', line 3)"]),
-    ("u,a,1\nu,b,yesterday\nu,c,3\n", ["line 3: time 'yesterday'", "expected integer seconds"]),
+    pytest.param("u,a,1\nu,b,2014-01-02\nu,c,3\n",
+                 ["mixes unix timestamps ('1', line 2) and dates ('2014-01-02', line 3)"], id="mixed-dates", marks=SLOW),
+    pytest.param("u,a,1\nu,b,yesterday\nu,c,3\n", ["line 3: time 'yesterday'", "expected integer seconds"],
+                 id="bad-time", marks=SLOW),
 ], ids=["wide-line", "mixed-dates", "bad-time"])
 def test_a_bad_file_exits_with_its_line_and_leaves_nothing(isolated, tmp_path, bad, parts):
     path = tmp_path / "bad.csv"
@@ -104,7 +110,8 @@ def write_case(path: Path, case: str) -> None:
 
 @pytest.mark.parametrize("case, suffix, parts", [
     ("decode-error", ".csv", ["line 14 (byte", "not UTF-8"]),
-    ("truncated-gzip", ".csv.gz", [": the gzip stream is truncated or corrupt", "get it again"]),
+    pytest.param("truncated-gzip", ".csv.gz", [": the gzip stream is truncated or corrupt", "get it again"],
+                 id="truncated-gzip", marks=SLOW),
 ], ids=["decode-error", "truncated-gzip"])
 def test_unreadable_exports_exit_with_their_line(isolated, tmp_path, case, suffix, parts):
     path = tmp_path / f"export{suffix}"
@@ -117,7 +124,9 @@ def test_unreadable_exports_exit_with_their_line(isolated, tmp_path, case, suffi
     assert not list((Path(isolated["SEQREC_CACHE"])).glob("table_*.npz"))
 
 
-@pytest.mark.parametrize("case, metric", [("bom", None), ("gzip-in-csv", None), ("short-user", "data_short_users_dropped")])
+@pytest.mark.parametrize("case, metric", [pytest.param("bom", None, marks=SLOW),
+                                          pytest.param("gzip-in-csv", None, marks=SLOW),
+                                          ("short-user", "data_short_users_dropped")])
 def test_real_exports_that_used_to_fail_now_train(isolated, tmp_path, case, metric):
     path = tmp_path / "export.csv"
     write_case(path, case)
@@ -131,6 +140,7 @@ def test_real_exports_that_used_to_fail_now_train(isolated, tmp_path, case, metr
     assert len(list((Path(isolated["SEQREC_CACHE"])).glob("table_*.npz"))) == 1
 
 
+@pytest.mark.slow  # long CLI run: the slow tier (python -m pytest -m slow)
 def test_an_in_place_edit_keeping_size_and_mtime_is_new_data(isolated, tmp_path):
     """cp -p / rsync -t keep size and mtime: the table, the data_hash and skip_finished still see the new bytes."""
     import os

@@ -52,6 +52,7 @@ def others_auc(tmp_path_factory, shared_data) -> dict[str, float]:
     return short_budget_sweep([*OTHERS, "pop"], tmp_path_factory.mktemp("short_budget_others"), shared_data)
 
 
+@pytest.mark.slow  # long CLI run: the slow tier (python -m pytest -m slow)
 def test_atrank_beats_bpr_and_both_clear_pop(pair_auc):
     auc = pair_auc
     assert auc["atrank"] >= auc["bpr"] + ATRANK_OVER_BPR, auc

@@ -83,6 +83,7 @@ def latest_checkpoint_step(directory: Path) -> int:
     return max(steps)
 
 
+@pytest.mark.slow  # long CLI run: the slow tier (python -m pytest -m slow)
 def test_sigkilled_run_resumes_in_the_same_mlflow_run_and_matches_an_uninterrupted_run(tmp_path):
     env = env_for(tmp_path)
     ref = cli([*SASREC, *where(tmp_path, "reference", "reference.db")], env, tmp_path)  # no periodic checkpoints
@@ -179,6 +180,7 @@ def report_tables(path: Path) -> list[str]:
     return [line for line in path.read_text().splitlines() if line.startswith("|")]
 
 
+@pytest.mark.slow  # long CLI run: the slow tier (python -m pytest -m slow)
 def test_running_a_finished_sweep_again_runs_no_job_and_leaves_the_report_unchanged(tmp_path):
     env = env_for(tmp_path)
     sweep = ["-m", *BPR, "seed=0,1", "++hydra.callbacks.report.name=sweep", "++hydra.callbacks.report.figures=false"]
@@ -245,6 +247,7 @@ def test_out_of_memory_marks_the_run_failed_with_the_reason(tmp_path, monkeypatc
 # ---------------------------------------------------------------------------------------------------------------
 # 5. Concurrent jobs on one sqlite store and one dataset cache.
 
+@pytest.mark.slow  # long CLI run: the slow tier (python -m pytest -m slow)
 def test_joblib_two_workers_four_jobs_share_a_fresh_store_and_cache_without_corruption(tmp_path):
     env = env_for(tmp_path)
     res = cli(["-m", *BPR, "seed=0,1,2,3", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", *NO_REPORT,
