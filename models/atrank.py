@@ -24,8 +24,12 @@ Behaviour groups (`behavior_groups`):
   groups by object type); kept as a measured comparison.
 Paired training rows (trainer.pair_rows, the default recipe): the history's self-attention block is computed once
 per prefix and shared by its positive and negative rows; the vanilla attention (queried by the target) and the
-L2 terms are per row, so the loss is that of the two separate rows. experiment=reference keeps separate rows. Departures from the
-reference's Taobao variant: no per-group bias tables, no query/coupon groups (Amazon has none).
+L2 terms are per row, so the loss is that of the two separate rows. experiment=reference keeps separate rows.
+Departures of "typed" from the reference's multi/ model: the time one-hot is `time_slots` wide (13 by default, as
+above; 12 under experiment=reference), and a row's group history holds only events strictly before its target's
+time (the reference's input files are pre-built, with no stated rule). The reference trains on targets of one
+group per batch (item, query or coupon batches); here targets are items, the other groups' target projection
+and bias exist (models/behaviour_groups.py) but no pipeline scores them yet.
 """
 from __future__ import annotations
 
