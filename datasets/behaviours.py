@@ -96,8 +96,9 @@ def _lookup(keys: np.ndarray, values) -> np.ndarray:
 
 def _build_group(table, g: RawGroup, vocab: dict[str, np.ndarray]) -> BehaviourGroup:
     ev = g.events
-    user = np.searchsorted(table.user_keys, ev["user"].to_numpy(dtype=str))
-    known = (user < table.n_users) & (table.user_keys[np.minimum(user, table.n_users - 1)] == ev["user"].to_numpy(dtype=str))
+    raw_user = ev["user"].to_numpy(dtype=str)
+    user = np.searchsorted(table.user_keys, raw_user)
+    known = (user < table.n_users) & (table.user_keys[np.minimum(user, table.n_users - 1)] == raw_user)
     ev, user = ev[known], user[known]
     obj_raw = ev["object"].to_numpy(dtype=str)
     object_keys = vocab[g.entity] if g.entity else np.unique(obj_raw)

@@ -1,8 +1,8 @@
 """A compact, committable archive of a sqlite MLflow store, and its restore: how long sweeps survive a machine
 that does not (a fresh clone restores the archive, then skip_finished and the reports see every archived run).
 
-  python runners/archive.py export --tracking-uri sqlite:////abs/mlruns/mlflow.db --out reports/examples/converged/store
-  python runners/archive.py restore --archive reports/examples/converged/store --tracking-uri sqlite:////abs/mlruns/mlflow.db
+  python runners/archive.py export --tracking-uri sqlite:////abs/mlruns/mlflow.db --out <archive dir>
+  python runners/archive.py restore --archive <archive dir> --tracking-uri sqlite:////abs/mlruns/mlflow.db
 
 The archive holds the database (xz) and each finished run's per-user test outcomes without their repeated
 columns: the (reviewerID, pos, neg) keys are stored once per split (xz CSV, named by their digest) and each run

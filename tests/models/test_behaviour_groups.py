@@ -20,8 +20,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 @pytest.fixture(scope="module")
 def table(tmp_path_factory):
-    return load_dataset("hetero_sample", "hetero_sample", "/x", tmp_path_factory.mktemp("cache"),
-                        {"n_users": 120, "n_items": 90, "n_categories": 6, "seed": 3, "behaviours": ["query", "coupon"]})
+    options = {"n_users": 120, "n_items": 90, "n_categories": 6, "seed": 3, "behaviours": ["query", "coupon"]}
+    return load_dataset("hetero_sample", "hetero_sample", "/x", tmp_path_factory.mktemp("cache"), options)
 
 
 def make(table, **kw) -> ATRank:
