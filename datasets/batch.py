@@ -15,6 +15,18 @@ def time_bucket(gap_days: np.ndarray) -> np.ndarray:
     return np.searchsorted(TIME_THRESHOLDS, gap_days, side="right").astype(np.int64)
 
 
+def padded_window(start: np.ndarray, end: np.ndarray, max_len: int | None
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Positions start..end-1 of each row (the last `max_len` of them), right-padded to the longest row (width
+    >= 1): (idx [B, L], padding slots hold 0; mask [B, L], True for real positions; lengths [B])."""
+    if max_len:
+        start = np.maximum(start, end - max_len)
+    lengths = end - start
+    steps = np.arange(max(int(lengths.max(initial=0)), 1))
+    mask = steps[None, :] < lengths[:, None]
+    return np.where(mask, start[:, None] + steps[None, :], 0), mask, lengths
+
+
 @dataclass(frozen=True)
 class GroupHistory:
     """One behaviour group's history per row (datasets/behaviours.py): objects, time-gap buckets, mask, [B, Lg]."""

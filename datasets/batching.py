@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from datasets.batch import TIME_THRESHOLDS, Batch, GroupHistory, time_bucket  # noqa: F401 (re-exported)
+from datasets.batch import TIME_THRESHOLDS, Batch, GroupHistory, padded_window, time_bucket  # noqa: F401
 from datasets.behaviours import group_history
 from datasets.split import Split
 from datasets.table import Table
@@ -87,15 +87,8 @@ class BatchMaker:
         self.include_end = include_end  # sequence rows: the history runs up to and including `end - 1`
 
     def make(self, rows: Rows) -> Batch:
-        start = self.indptr[rows.user]
         end = rows.end
-        if self.max_len:
-            start = np.maximum(start, end - self.max_len)
-        lengths = end - start
-        width = max(int(lengths.max()), 1)
-        steps = np.arange(width)
-        mask = steps[None, :] < lengths[:, None]  # [B, L]
-        idx = np.where(mask, start[:, None] + steps[None, :], 0)  # [B, L]
+        idx, mask, lengths = padded_window(self.indptr[rows.user], end, self.max_len)  # [B, L], [B, L], [B]
         hist = np.where(mask, self.items[idx], 0)
         ref_day = self.days[np.minimum(end, len(self.days) - 1)]
         gap = ref_day[:, None] - self.days[idx] + 1

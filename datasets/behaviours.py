@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from datasets.batch import time_bucket
+from datasets.batch import padded_window, time_bucket
 
 USER_TIME_SHIFT = 40  # sort key = user << 40 | time: unix seconds fit in 40 bits until the year 36,812
 
@@ -131,14 +131,7 @@ def group_history(g: BehaviourGroup, users: np.ndarray, cutoff_time: np.ndarray,
     right-padded (objects, time-gap buckets relative to `ref_day`, mask), each [B, Lg] with Lg >= 1."""
     key = (users.astype(np.int64) << USER_TIME_SHIFT) | cutoff_time
     end = np.searchsorted(g.keys, key, side="left")
-    start = g.indptr[users]
-    if max_len:
-        start = np.maximum(start, end - max_len)
-    lengths = end - start
-    width = max(int(lengths.max(initial=0)), 1)
-    steps = np.arange(width)
-    mask = steps[None, :] < lengths[:, None]
-    idx = np.where(mask, start[:, None] + steps[None, :], 0)
+    idx, mask, _ = padded_window(g.indptr[users], end, max_len)
     objects = np.where(mask, g.objects[idx] if len(g.objects) else 0, 0)
     days = g.times[idx] // 86400 if len(g.times) else np.zeros_like(idx)
     time = np.where(mask, time_bucket(ref_day[:, None] - days + 1), 0)

@@ -17,8 +17,8 @@ import numpy as np
 import pandas as pd
 
 OUTCOMES_ARTIFACT = "outcomes/test_outcomes.csv"
-TAGS = ("model", "variant", "dataset", "protocol", "protocol_label", "seed", "recipe", "paper_column", "git_commit", "git_dirty",
-        "data_hash", "split_hash", "config_hash", "sweep_dir", "error", "mlflow.runName")
+TAGS = ("model", "variant", "dataset", "protocol", "protocol_label", "seed", "recipe", "paper_column", "git_commit",
+        "git_dirty", "data_hash", "split_hash", "config_hash", "sweep_dir", "error", "mlflow.runName")
 PARAMS = ("trainer.max_steps", "trainer.eval_every", "trainer.epochs", "model.epochs", "model.name", "dataset.name",
           "protocol.name", "protocol.eval_negatives", "protocol.eval_negatives_kind", "protocol.full_ranking_users",
           "seed")

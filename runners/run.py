@@ -8,7 +8,6 @@ sweep goes on; the sweep's summary and exit code come from runners/callbacks.py.
 from __future__ import annotations
 
 import inspect
-
 import json
 import logging
 import math
