@@ -18,7 +18,7 @@ from datasets.device_batches import DeviceBatchMaker
 from datasets.table import Table
 from models.interface import SeqRecModel
 from runners.device import autocast, check_precision, resolve_device
-from runners.optim import clip_grad_norm
+from runners.optim import clip_grad_norm, zero_grad
 
 Settings = Any  # a runners.trainer.TrainSettings (not imported: runners/trainer.py imports this module)
 
@@ -69,7 +69,7 @@ def eager_step(model: SeqRecModel, optimizer: torch.optim.Optimizer, params: lis
         loss = model.loss(batch)
     if poison:
         loss = loss * float("nan")
-    optimizer.zero_grad(set_to_none=True)
+    zero_grad(params)
     loss.backward()
     if clip_norm:
         clip_grad_norm(params, clip_norm)
