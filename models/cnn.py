@@ -42,7 +42,8 @@ class CNN(UserVectorModel):
 
     def __init__(self, n_users: int, n_items: int, n_categories: int, item_category: np.ndarray,
                  item_dim: int = 64, cat_dim: int = 64, hidden: int = 128, n_filters: int = 32, max_width: int = 10,
-                 l2_reg: float = 5e-5, dropout: float = 0.0, padding_mode: str = "valid", ref_len: int = 500):
+                 l2_reg: float = 5e-5, dropout: float = 0.0, padding_mode: str = "valid", ref_len: int = 500,
+                 narrow_width: int = 8):
         super().__init__()
         if padding_mode not in ("valid", "reference"):
             raise ValueError(f"padding_mode must be 'valid' or 'reference', not {padding_mode!r}")
@@ -52,6 +53,7 @@ class CNN(UserVectorModel):
         self.padding_mode = padding_mode
         self.ref_len = ref_len
         self.max_width = max_width
+        self.narrow_width = narrow_width
         self.emb = ItemCategoryEmbedding(n_items, n_categories, item_category, item_dim, cat_dim)
         self.input = nn.Linear(self.emb.dim + ONE_HOT_SLOTS, hidden)
         self.convs = nn.ModuleList(nn.Conv1d(hidden, n_filters, width) for width in range(1, max_width + 1))
@@ -71,22 +73,46 @@ class CNN(UserVectorModel):
     def pool(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         # x [B, L, hidden] zero on padding, lengths [B] -> max-pooled filters [B, n_filters * max_width]
         L = max(x.shape[1], 1)
+        if L <= self.narrow_width:
+            return self.pool_narrow(x, lengths)
         x = nn.functional.pad(x.transpose(1, 2), (0, L - x.shape[1] + self.max_width - 1))  # [B, hidden, L + W - 1]
         start = torch.arange(L, device=x.device)  # window start positions 0..L-1
         lengths = lengths[:, None]  # [B, 1]
         pooled = []
         for width, conv in enumerate(self.convs, start=1):
             h = torch.relu(conv(x)[:, :, :L])  # [B, F, L]: every window starting inside the padded batch
-            if self.padding_mode == "valid":
-                keep = start <= (lengths - width).clamp(min=0)  # [B, L]: inside the history, else the one at 0
-            else:
-                keep = start <= lengths.clamp(min=self.ref_len) - width  # [B, L]: the reference's VALID positions
-            h = h.masked_fill(~keep[:, None, :], float("-inf")).amax(dim=-1)  # [B, F]
-            if self.padding_mode == "reference":
-                all_padding = lengths <= self.ref_len - width  # [B, 1]: a window lies wholly in the padding
-                h = torch.where(all_padding, torch.maximum(h, torch.relu(conv.bias)), h)
-            pooled.append(h)
+            h = h.masked_fill(~self.window_kept(start, lengths, width)[:, None, :], float("-inf")).amax(dim=-1)  # [B, F]
+            pooled.append(self.reference_floor(h, lengths, width, conv.bias))
         return torch.cat(pooled, dim=-1)  # [B, F * W]
+
+    def pool_narrow(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """pool() for a narrow batch: every filter of every width as ONE matrix product over the unfolded windows
+        (each window of max_width positions a row; a width-w kernel zero-extended to max_width taps). The same
+        windows and maxima; ten convolutions and their backward cost more than the product below ~16 positions."""
+        B, L0, D = x.shape
+        L, W = max(L0, 1), self.max_width
+        windows = nn.functional.pad(x, (0, 0, 0, L - L0 + W - 1)).unfold(1, W, 1)  # [B, L, D, W]
+        kernel = torch.cat([nn.functional.pad(c.weight, (0, W - w)) for w, c in enumerate(self.convs, 1)])  # [W*F, D, W]
+        bias = torch.cat([c.bias for c in self.convs])  # [W*F]
+        h = torch.relu(torch.addmm(bias, windows.reshape(B * L, D * W), kernel.view(len(bias), D * W).t()))
+        widths = torch.arange(1, W + 1, device=x.device)[:, None]  # [W, 1]
+        start = torch.arange(L, device=x.device)[None, None, :]  # [1, 1, L]
+        keep = self.window_kept(start, lengths[:, None, None], widths)  # [B, W, L]
+        h = h.view(B, L, W, -1).permute(0, 2, 3, 1)  # [B, W, F, L]
+        h = h.masked_fill(~keep[:, :, None, :], float("-inf")).amax(dim=-1)  # [B, W, F]
+        return self.reference_floor(h, lengths[:, None, None], widths, bias.view(W, -1)).reshape(B, -1)
+
+    def window_kept(self, start: torch.Tensor, lengths: torch.Tensor, width) -> torch.Tensor:
+        """Which window starts take part in the max for histories of `lengths` (broadcast)."""
+        if self.padding_mode == "valid":
+            return start <= (lengths - width).clamp(min=0)  # inside the history, else the one at 0
+        return start <= lengths.clamp(min=self.ref_len) - width  # the reference's VALID positions
+
+    def reference_floor(self, h: torch.Tensor, lengths: torch.Tensor, width, bias: torch.Tensor) -> torch.Tensor:
+        """Reference mode: the max also sees ReLU(b) where a window lies wholly in the padding to ref_len."""
+        if self.padding_mode != "reference":
+            return h
+        return torch.where(lengths <= self.ref_len - width, torch.maximum(h, torch.relu(bias)), h)
 
     def user_vector(self, batch: Batch) -> torch.Tensor:
         return self.dense(self.dropout(self.pool(self.features(batch), batch.lengths)))  # [B, 128]

@@ -82,3 +82,25 @@ def test_sgd_reduces_loss(mode):
     model = make_model(mode).train()
     first, last = fit(model, planted_batch(), torch.optim.SGD(model.parameters(), lr=0.5), steps=30, clip_norm=5.0)
     assert last < first - 0.1
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("lengths", [[3, 1, 6, 4], [1], [8, 2, 5], [2, 2]])
+def test_narrow_path_equals_the_convolutions(mode, lengths):
+    """The one-matrix-product pooling of narrow batches gives the convolutions' values and gradients."""
+    narrow, convs = make_model(mode), make_model(mode)
+    convs.narrow_width = 0
+    lengths = torch.tensor(lengths)
+    assert int(lengths.max()) <= narrow.narrow_width
+    x = torch.randn(len(lengths), int(lengths.max()), 16, generator=torch.Generator().manual_seed(1))
+    x = x.masked_fill((torch.arange(x.shape[1])[None, :] >= lengths[:, None])[..., None], 0.0)
+    outs = []
+    for model in (narrow, convs):
+        xi = x.clone().requires_grad_(True)
+        pooled = model.pool(xi, lengths)
+        (pooled * torch.linspace(-1, 1, pooled.shape[1])).sum().backward()
+        outs.append((pooled, xi.grad, [c.weight.grad for c in model.convs], [c.bias.grad for c in model.convs]))
+    (p1, g1, w1, b1), (p2, g2, w2, b2) = outs
+    assert torch.allclose(p1, p2, atol=1e-5) and torch.allclose(g1, g2, atol=1e-5)
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(w1 + b1, w2 + b2))
+    assert torch.allclose(narrow.pool(x, lengths), brute_force_pool(narrow, x, lengths), atol=1e-5)
