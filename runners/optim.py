@@ -33,8 +33,8 @@ def make_optimizer(name: str, params, lr: float, weight_decay: float,
 class PlainSGD(torch.optim.SGD):
     """torch.optim.SGD whose step, without momentum, weight decay or maximize (the reference recipe), is the same
     update `p -= lr * grad` in one multi-tensor call for the dense gradients (sparse ones row by row, as SGD does).
-    Same numbers and the same state_dict; at batch 32 torch's generic step costs ~0.1-0.2 ms of Python a step
-    (runners/bench.py measures it)."""
+    Same numbers and the same state_dict; at batch 32 torch's generic step cost ~0.1-0.2 ms of Python a step more
+    (docs/performance.md, "Per-step overhead of narrow batches")."""
 
     @torch.no_grad()
     def step(self, closure=None):
