@@ -57,7 +57,7 @@ def optimism_vs_loo_val(picked: pd.DataFrame) -> pd.DataFrame:
     """Cross-check: an optimism run and the loo_val run of the same (recipe, dataset, model, seed) share split and
     selection, so their test_auc should agree. Rows: recipe, dataset, model, seed, optimism, loo_val, diff."""
     cols = ["recipe", "dataset", "model", "seed", "optimism", "loo_val", "diff"]
-    done = picked[(picked["status"] == "FINISHED") & picked["metrics.test_auc"].notna()]
+    done = picked[(picked["status"] == "FINISHED") & picked["metrics.test_auc"].notna() & ~picked["from_optimism"]]
     key = ["recipe", "dataset", "model", "seed"]
     a, b = (done[done["protocol"] == p][key + ["metrics.test_auc"]].rename(columns={"metrics.test_auc": p})
             for p in ("optimism", "loo_val"))

@@ -26,6 +26,8 @@ KEY_METRICS = ("test_auc", "test_roc_auc", "best_step", "steps", "epochs_done", 
                "wall_time_s", "n_test_users")
 GROUP = ["protocol", "recipe", "dataset", "model"]    # one table cell; its seeds are the cell's runs
 CURVE_KEYS = ("curve/test_auc", "curve/valid_auc", "curve/examples_per_s")
+LOO_VAL_FROM_OPTIMISM = ("validation selection (test read once), from `optimism` runs: their validation-selected "
+                         "test AUC, the same split and selection as `loo_val`")
 
 
 @dataclass(frozen=True)
@@ -106,7 +108,21 @@ def normalize_runs(df: pd.DataFrame, experiment_names: dict[str, str]) -> pd.Dat
     df["run_name"] = df["tags.mlflow.runName"]
     df["experiment"] = df["experiment_id"].map(lambda i: experiment_names.get(i, str(i)))
     df.loc[df["recipe"] == "", "recipe"] = "default"
+    df["from_optimism"] = False
     return df[df["model"] != ""].reset_index(drop=True)
+
+
+def optimism_as_loo_val(runs: pd.DataFrame) -> pd.DataFrame:
+    """`runs` plus each optimism run again as a `loo_val` run (marked `from_optimism`), for the seeds that have
+    no loo_val run of their own. An optimism run trains on the loo_val split and selects on validation, so its
+    `test_auc` and outcomes are exactly what a loo_val run reports; only the test curve beside it is extra."""
+    key = ["recipe", "dataset", "model", "seed"]
+    opt = runs[runs["protocol"] == "optimism"]
+    have = set(map(tuple, runs.loc[runs["protocol"] == "loo_val", key].to_numpy()))
+    copies = opt[[tuple(k) not in have for k in opt[key].to_numpy()]].assign(
+        protocol="loo_val", from_optimism=True,
+        protocol_label=LOO_VAL_FROM_OPTIMISM)
+    return pd.concat([runs, copies], ignore_index=True) if len(copies) else runs
 
 
 def load_outcomes(tracking_uri: str, run_ids: list[str]) -> dict[str, pd.DataFrame]:

@@ -18,6 +18,7 @@ from reports.runs import seed_key
 
 OUTCOME_COLUMN = {"test_auc": "correct"}   # metrics that are a mean of a per-user column of test_outcomes.csv
 PAIR_KEYS = ["reviewerID", "pos", "neg"]   # a user's test pair; models are paired on identical pairs only
+POP = "pop"                                # the floor every learned model must clear
 
 
 @dataclass
@@ -43,6 +44,7 @@ class ColumnStats:
     p_vs_best: dict[str, float]
     adjacent: list[AdjacentTest] = field(default_factory=list)
     dropped_users: int = 0
+    diff_to_pop: dict[str, stats.Interval] = field(default_factory=dict)   # paired, when POP is in the column
 
 
 def seed_matrix(outcomes: dict[str, pd.DataFrame], column: str = "correct") -> pd.DataFrame:
@@ -99,9 +101,12 @@ def column_stats(dataset: str, per_model: dict[str, dict[str, pd.DataFrame]], or
         d = boot[:, i] - boot[:, best_i]
         diff_best[m] = stats.percentile_interval(est[i] - est[best_i], d)
         p_best[m] = stats.bootstrap_pvalue(est[i] - est[best_i], d) if i != best_i else math.nan
+    pop_i = models.index(POP) if POP in models else None
+    diff_pop = {} if pop_i is None else {m: stats.percentile_interval(est[i] - est[pop_i], boot[:, i] - boot[:, pop_i])
+                                         for i, m in enumerate(models) if i != pop_i}
     return ColumnStats(dataset, len(x), models, {m: len(per_model[m]) for m in models}, ci, models[best_i],
                        diff_best, p_best, _adjacent_tests(models, per_model, joined, est, boot),
-                       dropped_users=max(map(len, mats.values())) - len(x))
+                       dropped_users=max(map(len, mats.values())) - len(x), diff_to_pop=diff_pop)
 
 
 def stats_by_column(done: pd.DataFrame, outcomes: dict[str, pd.DataFrame], metric: str,
@@ -141,7 +146,21 @@ def significance_markdown(col: ColumnStats, title: str) -> str:
                 if t.mcnemar else (DASH, DASH)
             lines.append(f"| {label(t.a)} vs {label(t.b)} | {t.diff:+.4f} | {fmt_p(t.p_bootstrap)} | {mc[0]} "
                          f"| {mc[1]} |")
-    return "\n".join(lines)
+    return "\n".join(lines + pop_floor_lines(col))
+
+
+def pop_floor_lines(col: ColumnStats) -> list[str]:
+    """Each model against POP: the paired difference, and whether it exceeds the model's own 95% CI half-width
+    (the bar a learned model must clear to count as beating popularity)."""
+    if not col.diff_to_pop:
+        return []
+    lines = ["", "Against POP (paired on the same users; clears = Δ larger than the model's 95% CI half-width):", "",
+             "| Model | Δ to POP | 95% CI of Δ | model's CI half-width | clears POP |", "|---|---:|---:|---:|---|"]
+    for m, d in col.diff_to_pop.items():
+        half = col.ci[m].width / 2
+        lines.append(f"| {label(m)} | {d.estimate:+.4f} | [{d.lo:+.4f}, {d.hi:+.4f}] | {half:.4f} | "
+                     f"{'yes' if d.estimate > half else '**no**'} |")
+    return lines
 
 
 def significance_lines(cells: pd.DataFrame, run_ids: set[str], by_dataset: dict[str, ColumnStats], metric: str,

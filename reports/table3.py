@@ -17,7 +17,8 @@ from reports.cells import headline_groups, of_group, summarize_cells
 from reports.labels import DIAGNOSTIC_PROTOCOLS, PAPER_METRIC
 from reports.protocols import optimism_cells, selection_comparison
 from reports.render import render_report
-from reports.runs import RunFilter, finished, load_curves, load_outcomes, pick_runs, query_runs
+from reports.runs import (RunFilter, finished, load_curves, load_outcomes, optimism_as_loo_val, pick_runs,
+                          query_runs)
 from reports.significance import OUTCOME_COLUMN, ColumnStats, stats_by_column
 
 __all__ = ["PAPER_METRIC", "Report", "RunFilter", "write_report"]
@@ -75,12 +76,16 @@ def _write_figures(picked: pd.DataFrame, cells: pd.DataFrame, curves: pd.DataFra
 
 def write_report(tracking_uri: str, flt: RunFilter = RunFilter(), *, out_dir: Path, name: str,
                  metric: str = PAPER_METRIC, n_boot: int = 2000, with_figures: bool = True,
-                 title: str | None = None, note: str = "", command: str = "python runners/report.py") -> Report:
+                 title: str | None = None, note: str = "", command: str = "python runners/report.py",
+                 optimism_headline: bool = False) -> Report:
     """Query MLflow, compute, and write `<out_dir>/<name>.md` with its PNGs beside it (each file atomically, so a
-    crash leaves the previous report or none, never half of one)."""
+    crash leaves the previous report or none, never half of one). `optimism_headline`: the optimism runs'
+    validation-selected test AUC also fills a `loo_val` Table 3 (runs.optimism_as_loo_val)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     runs = query_runs(tracking_uri, flt)
+    if optimism_headline:
+        runs = optimism_as_loo_val(runs)
     picked = pick_runs(runs)
     cells = summarize_cells(picked, metric)
     col_stats, missing = _interval_stats(tracking_uri, picked, metric, n_boot)

@@ -45,6 +45,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--note", default="", help="a paragraph printed under the title (e.g. why the budget is short)")
     ap.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples (default 2000)")
     ap.add_argument("--no-figures", action="store_true")
+    ap.add_argument("--optimism-headline", action="store_true",
+                    help="also tabulate the optimism runs' validation-selected test_auc as a loo_val Table 3\n"
+                         "(intervals, paired tests), for seeds without a loo_val run of their own")
     return ap.parse_args(argv)
 
 
@@ -69,7 +72,8 @@ def main(argv: list[str] | None = None) -> Path:
     argv_used = sys.argv[1:] if argv is None else argv
     report = write_report(tracking_uri(a.tracking_uri), flt, out_dir=a.out, name=a.name or default_name(a),
                           metric=a.metric, n_boot=a.n_boot, with_figures=not a.no_figures, title=a.title, note=a.note,
-                          command=" ".join(["python runners/report.py", *map(shell_quote, argv_used)]))
+                          command=" ".join(["python runners/report.py", *map(shell_quote, argv_used)]),
+                          optimism_headline=a.optimism_headline)
     print(f"report: {report.path}")
     for p in report.figures:
         print(f"figure: {p}")

@@ -12,7 +12,7 @@ from reports.cells import wide_cells
 from reports.labels import DASH
 from reports.protocols import optimism_cells, selected_steps, selection_comparison
 from reports.render import render_report
-from reports.runs import RunFilter, normalize_runs, pick_runs
+from reports.runs import RunFilter, normalize_runs, optimism_as_loo_val, pick_runs
 
 LABELS = {"paper": "test-set selection (as in the paper)", "loo_val": "validation selection (test read once)",
           "optimism": "diagnostic: test tracked along training (not a headline number)"}
@@ -155,6 +155,21 @@ def test_selected_steps_from_best_step_and_the_test_curve():
                            "step": [500, 1000, 1500, 500], "value": [0.6, 0.7, 0.7, 0.9]})
     assert selected_steps(picked, curves) == {"run00": (1000.0, 1000.0)}    # first maximum
     assert selected_steps(picked, None) == {"run00": (1000.0, None)}
+
+
+def test_optimism_runs_fill_a_loo_val_table3_only_where_loo_val_has_no_run():
+    rows = [r for r in RUNS if not (r[0] == "bpr" and r[1] == "loo_val" and r[2] == 1)]   # bpr seed 1: optimism only
+    runs = optimism_as_loo_val(fake_runs(rows))
+    copies = runs[runs["from_optimism"]]
+    assert sorted(zip(copies["model"], copies["seed"])) == [("bpr", "1")]      # atrank and bpr seed 0 have loo_val
+    assert copies["protocol"].tolist() == ["loo_val"] and copies["metrics.test_auc"].tolist() == [0.69]
+    picked = pick_runs(runs)
+    cells = wide_cells(picked[picked["protocol"] == "loo_val"], ("test_auc",)).set_index("model")
+    assert cells.loc["bpr", "test_auc:mean"] == pytest.approx((0.68 + 0.69) / 2)
+    md = render_report(picked, runs=runs, title="t", metric="test_auc", tracking_uri="sqlite:///x.db",
+                       flt=RunFilter(), column_stats_by_key={}, figures={}, command="report", n_boot=10)
+    assert "for 2 of 2 pair(s)" in md    # bpr and atrank seed 0; a copy is never checked against itself
+    assert optimism_as_loo_val(fake_runs(RUNS[:2]))["from_optimism"].sum() == 2
 
 
 def test_cli_on_a_tiny_store(tmp_path):

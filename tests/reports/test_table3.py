@@ -10,7 +10,7 @@ from reports import stats
 from reports.cells import summarize_cells
 from reports.render import render_report, table3_markdown
 from reports.runs import RunFilter, normalize_runs, pick_runs
-from reports.significance import column_stats
+from reports.significance import column_stats, significance_markdown
 
 LABELS = {"paper": "test-set selection (as in the paper)", "loo_val": "validation selection (test read once)"}
 
@@ -104,3 +104,23 @@ def test_column_stats_pairs_users_and_averages_seeds():
     assert (col.diff_to_best["pop"].lo, col.diff_to_best["pop"].hi) == pytest.approx((lo, hi), abs=1e-12)
     assert col.best == "bpr" and col.diff_to_best["pop"].hi < 0
     assert col.adjacent[0].mcnemar.only_a == int(((a0.correct == 1) & (b0.correct == 0)).sum())
+
+
+def test_pop_floor_says_which_model_clears_popularity():
+    """Δ to POP is paired; a model clears POP only when Δ exceeds its own 95% CI half-width."""
+    users = pd.DataFrame({"reviewerID": [f"u{i}" for i in range(2000)], "pos": "p", "neg": "n"})
+    rng = np.random.default_rng(1)
+    pop = users.assign(correct=(rng.random(2000) < 0.6).astype(int))
+    flip = rng.random(2000) < 0.01      # a tie with POP: 1% of users flipped
+    same = pop.assign(correct=np.where(flip, 1 - pop.correct, pop.correct))
+    good = users.assign(correct=(rng.random(2000) < 0.8).astype(int))
+    col = column_stats("x", {"pop": {"0": pop}, "bpr": {"0": same}, "cnn": {"0": good}}, ["bpr", "cnn", "pop"],
+                       n_boot=400)
+    assert set(col.diff_to_pop) == {"bpr", "cnn"}
+    assert col.diff_to_pop["cnn"].estimate == pytest.approx(good.correct.mean() - pop.correct.mean())
+    md = significance_markdown(col, "x")
+    floor = md[md.index("Against POP"):]
+    assert row(floor, "CNN + Max Pooling")[-1] == "yes"
+    assert row(floor, "BPR")[-1] == "**no**"
+    assert "Against POP" not in significance_markdown(column_stats("x", {"bpr": {"0": same}, "cnn": {"0": good}},
+                                                                   ["bpr", "cnn"], n_boot=50), "x")
