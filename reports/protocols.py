@@ -191,6 +191,32 @@ def selection_section(picked: pd.DataFrame) -> list[str]:
             selection_comparison_markdown(cmp)]
 
 
+def headline_section(picked: pd.DataFrame) -> list[str]:
+    """Models x datasets from the optimism runs: the validation-selected test AUC (mean ± sd over seeds, the honest
+    number) with the test-selected one (what the paper's selection reports) beside it; none without such runs."""
+    cells = optimism_cells(picked)
+    if cells.empty:
+        return []
+    datasets = dataset_order(cells)
+    models = model_order(set(cells["model"]))
+    by = {(r["dataset"], r["model"]): r for _, r in cells[cells["recipe"] == "default"].iterrows()}
+    columns = dict(zip(cells["dataset"], cells["paper_column"]))
+    lines = ["", "## Headline: validation-selected test AUC, test-selected beside it", "",
+             "Per cell: `test_auc` of the weights validation picks, mean ± sd over finished seeds (n); after the "
+             "slash, the mean best test AUC seen along training (`test_auc_at_test_best`, test-set selection as "
+             "in the paper, on the same runs). Recipe `default` only.", "",
+             "| Model | " + " | ".join(column_title(d, paper_column_of(d, columns[d])) for d in datasets) + " |",
+             "|---|" + "---:|" * len(datasets)]
+    for m in models:
+        row = [by.get((d, m)) for d in datasets]
+        if all(r is None for r in row):
+            continue
+        lines.append(f"| {label(m)} | " + " | ".join(
+            DASH if r is None else f"{format_logged(wide_cell(r, 'test_auc'))} / "
+            f"{fmt_num(r['test_auc_at_test_best:mean'], '{:.4f}')}" for r in row) + " |")
+    return lines
+
+
 def optimism_section(picked: pd.DataFrame, curves: pd.DataFrame | None) -> list[str]:
     """The diagnostic section; none without a diagnostic run."""
     if not picked["protocol"].isin(DIAGNOSTIC_PROTOCOLS).any():

@@ -14,7 +14,7 @@ from reports.cells import (format_measured, headline_groups, of_group, protocol_
                            summarize_cells)
 from reports.labels import (DASH, DIAGNOSTIC_PROTOCOLS, PAPER_METRIC, column_title, dataset_order, label, model_order,
                             paper_column_of, paper_value)
-from reports.protocols import optimism_section, selection_section
+from reports.protocols import headline_section, optimism_section, selection_section
 from reports.provenance import header_lines, provenance_section
 from reports.runs import RunFilter
 from reports.significance import ColumnStats, significance_lines
@@ -99,6 +99,7 @@ def render_report(picked: pd.DataFrame, *, runs: pd.DataFrame | None = None, tit
     groups = headline_groups(cells)
     protocols = protocol_order(cells)
     out.append(_protocols_line(cells, protocols))
+    out += headline_section(picked)
     if not groups:
         out += ["", "No Table 3: only diagnostic runs match these filters."]
     for proto, recipe in groups:

@@ -172,6 +172,15 @@ def test_optimism_runs_fill_a_loo_val_table3_only_where_loo_val_has_no_run():
     assert optimism_as_loo_val(fake_runs(RUNS[:2]))["from_optimism"].sum() == 2
 
 
+def test_headline_puts_the_test_selected_figure_beside_the_honest_one():
+    md = render(RUNS)
+    head = md[md.index("## Headline"):md.index("## Table 3")]
+    assert row(head, "BPR")[1:] == [f"0.6850 ± {np.std([0.68, 0.69], ddof=1):.4f} (n=2) / 0.7100"]
+    assert row(head, "ATRank")[1:] == ["0.7500 (n=1) / —"]          # test-selected not logged
+    assert "| CNN + Max Pooling |" not in head                       # no optimism run
+    assert "## Headline" not in render([r for r in RUNS if r[1] != "optimism"])
+
+
 def test_cli_on_a_tiny_store(tmp_path):
     """runners/report.py --protocol optimism on runs logged by hand: the sections read MLflow's values."""
     import mlflow
