@@ -145,11 +145,12 @@ def load_outcomes(tracking_uri: str, run_ids: list[str]) -> dict[str, pd.DataFra
 
 
 def load_curves(tracking_uri: str, runs: pd.DataFrame, keys: tuple[str, ...] = CURVE_KEYS) -> pd.DataFrame:
-    """Metric histories of `runs` as long rows: run_id, key, step, value."""
+    """Metric histories of `runs` as long rows: run_id, key, step, value (once per run, also when `runs` lists a
+    run twice, as optimism_as_loo_val does)."""
     import mlflow
 
     client = mlflow.MlflowClient(tracking_uri)
-    rows = [(rid, k, m.step, m.value) for rid in runs["run_id"] for k in keys
+    rows = [(rid, k, m.step, m.value) for rid in runs["run_id"].unique() for k in keys   # a run may be listed twice
             for m in client.get_metric_history(rid, k)]
     return pd.DataFrame(rows, columns=["run_id", "key", "step", "value"])
 

@@ -12,7 +12,7 @@ from reports.cells import wide_cells
 from reports.labels import DASH
 from reports.protocols import optimism_cells, selected_steps, selection_comparison
 from reports.render import render_report
-from reports.runs import RunFilter, normalize_runs, optimism_as_loo_val, pick_runs
+from reports.runs import RunFilter, load_curves, normalize_runs, optimism_as_loo_val, pick_runs, query_runs
 
 LABELS = {"paper": "test-set selection (as in the paper)", "loo_val": "validation selection (test read once)",
           "optimism": "diagnostic: test tracked along training (not a headline number)"}
@@ -224,3 +224,6 @@ def test_cli_on_a_tiny_store(tmp_path):
     assert "![honest_optimism](honest_optimism.png)" in md
     with pytest.raises(SystemExit):
         report.parse_args(["--protocol", "nonsense"])
+    runs = query_runs(uri, RunFilter(protocols=("optimism",)))
+    once, twice = load_curves(uri, runs), load_curves(uri, pd.concat([runs, runs]))   # a run listed twice
+    assert len(once) == 8 and once.equals(twice)
