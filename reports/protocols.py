@@ -214,7 +214,16 @@ def headline_section(picked: pd.DataFrame) -> list[str]:
         lines.append(f"| {label(m)} | " + " | ".join(
             DASH if r is None else f"{format_logged(wide_cell(r, 'test_auc'))} / "
             f"{fmt_num(r['test_auc_at_test_best:mean'], '{:.4f}')}" for r in row) + " |")
-    return lines
+    return lines + _run_time_line(finished(picked[picked["protocol"].isin(DIAGNOSTIC_PROTOCOLS)]), datasets)
+
+
+def _run_time_line(done: pd.DataFrame, datasets: list[str]) -> list[str]:
+    """The summed wall time of the finished runs per dataset (what the sweep cost, one run at a time)."""
+    hours = (pd.to_datetime(done["end_time"], utc=True) - pd.to_datetime(done["start_time"], utc=True)
+             ).dt.total_seconds().groupby(done["dataset"]).sum(min_count=1) / 3600
+    parts = [f"{d} {hours[d]:.1f} h ({int((done['dataset'] == d).sum())} runs)" for d in datasets
+             if d in hours and not math.isnan(hours[d])]
+    return ["", "Wall time of the finished runs, summed (one thread each): " + "; ".join(parts) + "."] if parts else []
 
 
 def optimism_section(picked: pd.DataFrame, curves: pd.DataFrame | None) -> list[str]:
