@@ -219,8 +219,7 @@ def headline_section(picked: pd.DataFrame) -> list[str]:
 
 def _run_time_line(done: pd.DataFrame, datasets: list[str]) -> list[str]:
     """The summed wall time of the finished runs per dataset (what the sweep cost, one run at a time)."""
-    hours = (pd.to_datetime(done["end_time"], utc=True) - pd.to_datetime(done["start_time"], utc=True)
-             ).dt.total_seconds().groupby(done["dataset"]).sum(min_count=1) / 3600
+    hours = done["metrics.wall_time_s"].groupby(done["dataset"]).sum(min_count=1) / 3600   # as the provenance sums
     parts = [f"{d} {hours[d]:.1f} h ({int((done['dataset'] == d).sum())} runs)" for d in datasets
              if d in hours and not math.isnan(hours[d])]
     return ["", "Wall time of the finished runs, summed (one thread each): " + "; ".join(parts) + "."] if parts else []

@@ -96,14 +96,15 @@ def column_stats(dataset: str, per_model: dict[str, dict[str, pd.DataFrame]], or
     est = x.mean(0)
     best_i = int(np.argmax(est))
     ci = {m: stats.percentile_interval(est[i], boot[:, i]) for i, m in enumerate(models)}
-    diff_best, p_best = {}, {}
-    for i, m in enumerate(models):
-        d = boot[:, i] - boot[:, best_i]
-        diff_best[m] = stats.percentile_interval(est[i] - est[best_i], d)
-        p_best[m] = stats.bootstrap_pvalue(est[i] - est[best_i], d) if i != best_i else math.nan
+
+    def diff(i: int, j: int) -> stats.Interval:   # model i minus model j, on the same user resamples
+        return stats.percentile_interval(est[i] - est[j], boot[:, i] - boot[:, j])
+
+    diff_best = {m: diff(i, best_i) for i, m in enumerate(models)}
+    p_best = {m: stats.bootstrap_pvalue(est[i] - est[best_i], boot[:, i] - boot[:, best_i]) if i != best_i
+              else math.nan for i, m in enumerate(models)}
     pop_i = models.index(POP) if POP in models else None
-    diff_pop = {} if pop_i is None else {m: stats.percentile_interval(est[i] - est[pop_i], boot[:, i] - boot[:, pop_i])
-                                         for i, m in enumerate(models) if i != pop_i}
+    diff_pop = {} if pop_i is None else {m: diff(i, pop_i) for i, m in enumerate(models) if i != pop_i}
     return ColumnStats(dataset, len(x), models, {m: len(per_model[m]) for m in models}, ci, models[best_i],
                        diff_best, p_best, _adjacent_tests(models, per_model, joined, est, boot),
                        dropped_users=max(map(len, mats.values())) - len(x), diff_to_pop=diff_pop)
