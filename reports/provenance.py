@@ -13,15 +13,36 @@ from reports.labels import DASH, DIAGNOSTIC_PROTOCOLS, PAPER_METRIC, fmt_num, la
 from reports.runs import GROUP, KEY_METRICS, RunFilter, finished, seed_key
 
 PROVENANCE_HEADER = ("| Model | Dataset | Protocol | Recipe | Seeds (status) | Budget | Steps done | Epochs done | "
-                     "Wall time s (sum) | Git commit | Data hash | Run ids |")
+                     "Best step | Stopped by | Wall time s (sum) | Git commit | Data hash | Run ids |")
+
+
+def _given(value) -> bool:
+    """A logged param that was set (MLflow logs an unset option as the string 'None'; absent columns are NaN)."""
+    return value is not None and value == value and value != "None"
 
 
 def _budget(r: pd.Series, with_model_cap: bool = False) -> str:
     """The trainer's budget; a model's own epoch cap (model.epochs) only on request, as it is a recipe choice."""
     epochs = r.get("params.trainer.epochs")
-    cap = (f", epochs≤{epochs}" if epochs not in (None, "None") else
+    cap = (f", epochs≤{epochs}" if _given(epochs) else
            f", epochs≤{r.get('params.model.epochs')} (model)" if with_model_cap else "")
-    return f"max_steps={r.get('params.trainer.max_steps')}{cap}, eval_every={r.get('params.trainer.eval_every')}"
+    patience = r.get("params.trainer.patience")
+    stop = f", patience={patience}" if _given(patience) else ""
+    return f"max_steps={r.get('params.trainer.max_steps')}{cap}, eval_every={r.get('params.trainer.eval_every')}{stop}"
+
+
+def stopped_by(r: pd.Series) -> str:
+    """Why a finished run ended: its budget (max_steps or the epoch cap) or early stopping (patience ran out)."""
+    if r["status"] != "FINISHED" or r["metrics.steps"] != r["metrics.steps"]:
+        return DASH
+    max_steps = r.get("params.trainer.max_steps")
+    if _given(max_steps) and r["metrics.steps"] >= float(max_steps):
+        return "budget"
+    cap = next((c for c in (r.get("params.trainer.epochs"), r.get("params.model.epochs")) if _given(c)), None)
+    epochs = r.get("metrics.epochs_done")
+    if cap is not None and _given(epochs) and epochs >= float(cap) - 1e-6:
+        return "budget"
+    return "patience" if _given(r.get("params.trainer.patience")) else DASH
 
 
 def budget_line(picked: pd.DataFrame) -> str:
@@ -55,9 +76,12 @@ def _cell_row(key: tuple, g: pd.DataFrame) -> str:
     budgets = sorted({_budget(r, with_model_cap=True) for _, r in g.iterrows()})
     steps = "/".join(fmt_num(v) for v in g["metrics.steps"])
     epochs = "/".join(fmt_num(v, "{:.2f}") for v in g["metrics.epochs_done"])
+    best = "/".join(fmt_num(v) for v in g["metrics.best_step"])
+    stops = "/".join(stopped_by(r) for _, r in g.iterrows())
     wall = g["metrics.wall_time_s"].sum(min_count=1)
     return (f"| {label(key[3])} | {key[2]} | {key[0]} | {key[1]} | {seeds} | "
-            f"{'; '.join(budgets)} | {steps} | {epochs} | {fmt_num(wall)} | {', '.join(commits) or DASH} | "
+            f"{'; '.join(budgets)} | {steps} | {epochs} | {best} | {stops} | {fmt_num(wall)} | "
+            f"{', '.join(commits) or DASH} | "
             f"{', '.join(sorted(set(g['tags.data_hash']) - {''})) or DASH} | "
             f"{'<br>'.join(f'`{r}`' for r in g['run_id'])} |")
 
@@ -67,12 +91,13 @@ def _unfinished_lines(picked: pd.DataFrame, runs: pd.DataFrame | None) -> list[s
     def item(r: pd.Series) -> str:
         return f"- `{r.run_id}` {r.run_name}: {r.status}" + (f" ({r['tags.error'][:200]})" if r["tags.error"] else "")
     lines = []
-    failed = picked[picked["status"] != "FINISHED"]
+    failed = picked[picked["status"] != "FINISHED"].drop_duplicates("run_id")   # a run can serve two protocols
     if len(failed):
         lines += ["", "Runs that did not finish (shown as such in the table, never as numbers):", ""]
         lines += [item(r) for _, r in failed.iterrows()]
     if runs is not None and len(runs):
         superseded = runs[~runs["run_id"].isin(picked["run_id"]) & (runs["status"] != "FINISHED")]
+        superseded = superseded.drop_duplicates("run_id")
         if len(superseded):
             lines += ["", "Runs that did not finish, not used because a FINISHED run of the same seed exists:", ""]
             lines += [item(r) for _, r in superseded.iterrows()]
@@ -82,7 +107,7 @@ def _unfinished_lines(picked: pd.DataFrame, runs: pd.DataFrame | None) -> list[s
 def provenance_markdown(picked: pd.DataFrame, runs: pd.DataFrame | None = None) -> str:
     """One row per cell: its runs, commit, data hash, protocol, seeds, budget, steps/epochs done and wall time;
     then the runs that did not finish, used (shown as failed) or superseded by a finished run of the same seed."""
-    lines = [PROVENANCE_HEADER, "|---|---|---|---|---|---|---:|---:|---:|---|---|---|"]
+    lines = [PROVENANCE_HEADER, "|---|---|---|---|---|---|---:|---:|---:|---|---:|---|---|---|"]
     order = {m: i for i, m in enumerate(model_order(set(picked["model"])))}
     keyed = picked.assign(_o=picked["model"].map(order)).sort_values(["protocol", "recipe", "dataset", "_o"])
     lines += [_cell_row(key, g) for key, g in keyed.groupby(GROUP, sort=False)]

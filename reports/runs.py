@@ -19,9 +19,9 @@ import pandas as pd
 OUTCOMES_ARTIFACT = "outcomes/test_outcomes.csv"
 TAGS = ("model", "variant", "dataset", "protocol", "protocol_label", "seed", "recipe", "paper_column", "git_commit",
         "git_dirty", "data_hash", "split_hash", "config_hash", "sweep_dir", "error", "mlflow.runName")
-PARAMS = ("trainer.max_steps", "trainer.eval_every", "trainer.epochs", "model.epochs", "model.name", "dataset.name",
-          "protocol.name", "protocol.eval_negatives", "protocol.eval_negatives_kind", "protocol.full_ranking_users",
-          "seed")
+PARAMS = ("trainer.max_steps", "trainer.eval_every", "trainer.epochs", "trainer.patience", "model.epochs", "model.name",
+          "dataset.name", "protocol.name", "protocol.eval_negatives", "protocol.eval_negatives_kind",
+          "protocol.full_ranking_users", "seed")
 KEY_METRICS = ("test_auc", "test_roc_auc", "best_step", "steps", "epochs_done", "train_seconds", "examples_per_s",
                "wall_time_s", "n_test_users")
 GROUP = ["protocol", "recipe", "dataset", "model"]    # one table cell; its seeds are the cell's runs

@@ -8,6 +8,7 @@ import pytest
 
 from reports import stats
 from reports.cells import summarize_cells
+from reports.provenance import provenance_markdown
 from reports.render import render_report, table3_markdown
 from reports.runs import RunFilter, normalize_runs, pick_runs
 from reports.significance import column_stats, significance_markdown
@@ -124,3 +125,26 @@ def test_pop_floor_says_which_model_clears_popularity():
     assert row(floor, "BPR")[-1] == "**no**"
     assert "Against POP" not in significance_markdown(column_stats("x", {"bpr": {"0": same}, "cnn": {"0": good}},
                                                                    ["bpr", "cnn"], n_boot=50), "x")
+
+
+def test_provenance_says_whether_a_run_stopped_early_or_ran_its_budget():
+    """Stopped by: "budget" when max_steps or the epoch cap was reached, "patience" when early stopping ended it."""
+    df = fake_runs(RUNS[:2] + [("pop", "clothing_seq", "paper", 0, "FINISHED", 0.65, 3)])
+    df["params.trainer.max_steps"] = ["None", "None", "100"]
+    df["params.model.epochs"] = ["10", "10", "1"]
+    df["params.trainer.patience"] = ["8", "8", "None"]
+    df["metrics.epochs_done"] = [3.5, 10.0, 0.4]
+    df["metrics.best_step"] = [40.0, 90.0, 100.0]
+    md = provenance_markdown(pick_runs(df))
+    bpr, pop = row(md, "BPR"), row(md, "POP")
+    assert "patience=8" in bpr[5] and "patience" not in pop[5]
+    assert bpr[8:10] == ["40/90", "patience/budget"]   # seed 0 stopped early, seed 1 ran its 10 epochs
+    assert pop[8:10] == ["100", "budget"]                # max_steps reached
+
+
+def test_unfinished_runs_are_listed_once_even_when_a_run_serves_two_protocols():
+    df = fake_runs(RUNS)
+    twice = pd.concat([df, df[df["status"] == "FAILED"].assign(protocol="loo_val")])
+    md = provenance_markdown(pick_runs(twice), twice)
+    assert md.count("`run02` atrank/clothing_seq/seed0: FAILED") == 1
+    assert md.count("`run04` pop/clothing_seq/seed0: FAILED") == 1
