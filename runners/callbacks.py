@@ -23,7 +23,8 @@ from omegaconf import DictConfig
 REPO_ROOT = Path(__file__).resolve().parents[1]
 if sys.path[0] != str(REPO_ROOT):  # Hydra imports this module by name: our `datasets`, never Hugging Face's
     sys.path.insert(0, str(REPO_ROOT))
-from runners.sweep_runs import close_parents, write_sweep_file  # noqa: E402
+from runners.sweep_runs import (close_orphaned_parents, close_parents, hold_sweep, release_sweep,  # noqa: E402
+                                write_sweep_file)
 from runners.tracking import ensure_store, tracking_uri  # noqa: E402
 
 
@@ -37,9 +38,19 @@ class CreateTrackingStore(Callback):
         ensure_store(tracking_uri(config.mlflow.tracking_uri))
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        ensure_store(tracking_uri(config.mlflow.tracking_uri))
-        write_sweep_file(Path(config.hydra.sweep.dir).resolve(), list(config.hydra.overrides.task),
-                         " ".join(sys.argv))
+        uri = tracking_uri(config.mlflow.tracking_uri)
+        ensure_store(uri)
+        sweep_dir = Path(config.hydra.sweep.dir).resolve()
+        hold_sweep(sweep_dir)
+        write_sweep_file(sweep_dir, list(config.hydra.overrides.task), " ".join(sys.argv))
+        try:
+            import mlflow
+
+            closed = close_orphaned_parents(mlflow.MlflowClient(uri))
+            if closed:
+                print(f"closed {len(closed)} parent run(s) of sweeps that were killed: {', '.join(closed)}", flush=True)
+        except Exception as e:  # noqa: BLE001  (bookkeeping must never fail a sweep)
+            print(f"orphaned sweep parents: not checked ({type(e).__name__}: {e})", flush=True)
 
 
 class SummariseSweep(Callback):
@@ -100,6 +111,7 @@ class WriteReport(Callback):
                 print(f"sweep parent run(s): {', '.join(closed)}", flush=True)
         except Exception as e:  # noqa: BLE001  (bookkeeping must never fail a sweep)
             print(f"sweep parent runs: not closed ({type(e).__name__}: {e})", flush=True)
+        release_sweep(sweep_dir)
 
     def _write(self, config: DictConfig):
         import mlflow

@@ -7,6 +7,11 @@ with the sweep's overrides, which CreateTrackingStore wrote to <sweep_dir>/sweep
 When the multirun ends, the Table 3 report is logged as the parents' artifacts and they end FINISHED (FAILED if a
 job failed). A skipped job (its config FINISHED in an earlier sweep) stays under that sweep's parent; a resumed
 run moves to the new one.
+
+A sweep that is killed never reaches its end, so its parents would stay RUNNING in the UI forever. The launching
+process therefore holds a lock in the sweep folder for the multirun's lifetime (`hold_sweep`; the kernel frees it
+however the process ends), and each new multirun closes, as KILLED, every RUNNING parent whose folder's lock is
+free (`close_orphaned_parents`). Parents whose folder is not on this machine are left alone.
 """
 from __future__ import annotations
 
@@ -15,6 +20,62 @@ from pathlib import Path
 
 PARENT_TAG = "sweep_parent"   # "true" on a sweep's parent run; reports leave those rows out
 SWEEP_FILE = "sweep.json"
+ALIVE_LOCK = ".alive.lock"    # held by the multirun's launching process while the sweep runs
+_held: dict[str, object] = {}  # sweep folder -> its held lock (kept referenced: a collected lock is released)
+
+
+def hold_sweep(sweep_dir: Path) -> None:
+    """Mark the sweep as alive until this process ends or `release_sweep` is called."""
+    from filelock import FileLock, Timeout
+
+    folder = Path(sweep_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(folder / ALIVE_LOCK), thread_local=False)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:   # another live multirun shares this folder (a fixed hydra.sweep.dir): it marks it alive
+        return
+    _held[str(folder)] = lock
+
+
+def release_sweep(sweep_dir: Path) -> None:
+    lock = _held.pop(str(Path(sweep_dir)), None)
+    if lock is not None:
+        lock.release()
+
+
+def _sweep_alive(sweep_dir: str) -> bool | None:
+    """True while the sweep's launching process lives; None when its folder is not on this machine."""
+    from filelock import FileLock, Timeout
+
+    folder = Path(sweep_dir)
+    if not folder.is_dir():
+        return None
+    if str(folder) in _held:
+        return True
+    lock = FileLock(str(folder / ALIVE_LOCK), thread_local=False)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        return True
+    lock.release()
+    return False
+
+
+def close_orphaned_parents(client) -> list[str]:
+    """End, as KILLED, the RUNNING parent runs of sweeps whose launching process is gone; returns their ids."""
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    if not experiments:
+        return []
+    running = client.search_runs(experiments, filter_string=f"tags.{PARENT_TAG} = 'true' and "
+                                                            "attributes.status = 'RUNNING'")
+    closed = []
+    for run in running:
+        if _sweep_alive(run.data.tags.get("sweep_dir", "")) is False:
+            client.set_tag(run.info.run_id, "error", "orphaned: the sweep's process ended before the sweep did")
+            client.set_terminated(run.info.run_id, status="KILLED")
+            closed.append(run.info.run_id)
+    return closed
 
 
 def write_sweep_file(sweep_dir: Path, overrides: list[str], command: str) -> None:
