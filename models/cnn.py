@@ -19,8 +19,12 @@ Which windows take part in the max (`padding_mode`):
 The modes differ on nearly every row: the reference's max also sees the partial end windows and, for histories of
 at most 490 items, ReLU(b) (a floor under every pooled value).
 
-Narrow batches (at most `narrow_width` positions) pool through one matrix product over the unfolded windows instead
-of the ten convolutions: the same windows and maxima (float summation order aside), cheaper there; 0 = never.
+How the ten convolutions are computed: as ONE matrix product of the history with every filter's every tap (a
+[hidden, F * (1 + 2 + ... + 10)] kernel: 1,760 columns, no zero taps), then shifted sums of the per-tap products
+(`WindowSums`): the convolutions' multiply-adds exactly, their values to float summation order. oneDNN's
+convolutions build (JIT) a primitive per history width, which the epoch's 400 shuffled widths keep evicting;
+the matrix product has no such cost and fewer dispatched calls (docs/performance.md). The kernel is initialised
+as ten Conv1d layers would be (the same random draws for a seed) and `conv_weight(w)` gives width w's [F, hidden, w].
 
 Initialisation as the reference: conv kernels truncated normal (std 0.1), conv biases 0.1, glorot-uniform
 embeddings and dense kernels, zero dense biases. Dropout on the pooled 320 values (0 = reference).
@@ -39,14 +43,55 @@ from models.registry import register
 ONE_HOT_SLOTS = 12  # the reference's one_hot(bucket, 12): bucket 12 -> all zeros
 
 
+def tap_columns(n_filters: int, max_width: int) -> list[tuple[int, int]]:
+    """Columns of tap j (0-based) in the packed kernel: widths j+1..max_width, n_filters columns each."""
+    out, lo = [], 0
+    for j in range(max_width):
+        hi = lo + n_filters * (max_width - j)
+        out.append((lo, hi))
+        lo = hi
+    return out
+
+
+def pack_taps(weights: list[torch.Tensor]) -> torch.Tensor:
+    """Ten Conv1d kernels ([F, hidden, w] for w = 1..W) -> one [hidden, F * W(W+1)/2] matrix, tap-major: tap j's
+    columns hold the widths > j in order, so its filters land on a suffix of the [W * F] width-major output."""
+    W = len(weights)
+    return torch.cat([weights[w - 1][:, :, j].t() for j in range(W) for w in range(j + 1, W + 1)], dim=1)
+
+
+class WindowSums(torch.autograd.Function):
+    """out[b, t, width w's filters] = bias + sum over taps j < w of products[b, t + j, (tap j, width w)]: the ten
+    convolutions' sums from the per-tap products, positions past the batch's width counting as zero input."""
+
+    @staticmethod
+    def forward(ctx, products: torch.Tensor, bias: torch.Tensor, n_filters: int, max_width: int) -> torch.Tensor:
+        B, L, C = products.shape
+        assert C == n_filters * max_width * (max_width + 1) // 2, "one column per filter and tap"
+        out = bias.expand(B, L, -1).clone()  # [B, L, W * F]
+        for j, (lo, hi) in enumerate(tap_columns(n_filters, max_width)[:L]):
+            out[:, : L - j, n_filters * j:] += products[:, j:, lo:hi]
+        ctx.shape, ctx.sizes = products.shape, (n_filters, max_width)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (B, L, C), (F, W) = ctx.shape, ctx.sizes
+        g = grad.new_empty(B, L, C)
+        for j, (lo, hi) in enumerate(tap_columns(F, W)):
+            g[:, : min(j, L), lo:hi] = 0.0  # products of positions no window start reaches with tap j
+            if j < L:
+                g[:, j:, lo:hi] = grad[:, : L - j, F * j:]
+        return g, grad.sum(dim=(0, 1)), None, None
+
+
 @register("cnn")
 class CNN(UserVectorModel):
     train_format = "pointwise"
 
     def __init__(self, n_users: int, n_items: int, n_categories: int, item_category: np.ndarray,
                  item_dim: int = 64, cat_dim: int = 64, hidden: int = 128, n_filters: int = 32, max_width: int = 10,
-                 l2_reg: float = 5e-5, dropout: float = 0.0, padding_mode: str = "valid", ref_len: int = 500,
-                 narrow_width: int = 8):
+                 l2_reg: float = 5e-5, dropout: float = 0.0, padding_mode: str = "valid", ref_len: int = 500):
         super().__init__()
         if padding_mode not in ("valid", "reference"):
             raise ValueError(f"padding_mode must be 'valid' or 'reference', not {padding_mode!r}")
@@ -56,56 +101,43 @@ class CNN(UserVectorModel):
         self.padding_mode = padding_mode
         self.ref_len = ref_len
         self.max_width = max_width
-        self.narrow_width = narrow_width
+        self.n_filters = n_filters
         self.emb = ItemCategoryEmbedding(n_items, n_categories, item_category, item_dim, cat_dim)
         self.input = nn.Linear(self.emb.dim + ONE_HOT_SLOTS, hidden)
-        self.convs = nn.ModuleList(nn.Conv1d(hidden, n_filters, width) for width in range(1, max_width + 1))
+        convs = [nn.Conv1d(hidden, n_filters, width) for width in range(1, max_width + 1)]  # draws as before packing
         self.dropout = nn.Dropout(dropout)
         self.dense = nn.Linear(n_filters * max_width, self.emb.dim)
         tf_default_init_(self.input)
         tf_default_init_(self.dense)
-        for conv in self.convs:
+        for conv in convs:
             nn.init.trunc_normal_(conv.weight, std=0.1, a=-0.2, b=0.2)
             nn.init.constant_(conv.bias, 0.1)
+        self.taps = nn.Parameter(pack_taps([c.weight.detach() for c in convs]))  # [hidden, F * W(W+1)/2]
+        self.conv_bias = nn.Parameter(torch.cat([c.bias.detach() for c in convs]))  # [W * F], width-major
 
     def features(self, batch: Batch) -> torch.Tensor:
         time = nn.functional.one_hot(batch.hist_time, ONE_HOT_SLOTS + 1)[..., :ONE_HOT_SLOTS]  # [B, L, 12]
         x = self.input(torch.cat([self.emb(batch.hist), time.to(self.input.weight.dtype)], dim=-1))  # [B, L, hidden]
         return x.masked_fill(~batch.mask[..., None], 0.0)  # the reference masks after the dense layer
 
-    def pool(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        # x [B, L, hidden] zero on padding, lengths [B] -> max-pooled filters [B, n_filters * max_width]
-        L = max(x.shape[1], 1)
-        if L <= self.narrow_width:
-            return self.pool_narrow(x, lengths)
-        x = nn.functional.pad(x.transpose(1, 2), (0, L - x.shape[1] + self.max_width - 1))  # [B, hidden, L + W - 1]
-        start = torch.arange(L, device=x.device)  # window start positions 0..L-1
-        lengths = lengths[:, None]  # [B, 1]
-        pooled = []
-        for width, conv in enumerate(self.convs, start=1):
-            h = torch.relu(conv(x)[:, :, :L])  # [B, F, L]: every window starting inside the padded batch
-            keep = self.window_kept(start, lengths, width)  # [B, L]
-            h = h.masked_fill(~keep[:, None, :], float("-inf")).amax(dim=-1)  # [B, F]
-            pooled.append(self.reference_floor(h, lengths, width, conv.bias))
-        return torch.cat(pooled, dim=-1)  # [B, F * W]
+    def conv_weight(self, width: int) -> torch.Tensor:
+        """Width `width`'s convolution kernel [F, hidden, width] (a view of `taps`' columns, autograd-tracked)."""
+        F = self.n_filters
+        return torch.stack([self.taps[:, lo + (width - j - 1) * F: lo + (width - j) * F].t()
+                            for j, (lo, _) in enumerate(tap_columns(F, self.max_width)[:width])], dim=-1)
 
-    def pool_narrow(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """pool() for a narrow batch: every filter of every width as ONE matrix product over the unfolded windows
-        (each window of max_width positions a row; a width-w kernel zero-extended to max_width taps). The same
-        windows and maxima; ten convolutions and their backward cost more than the product below ~16 positions."""
-        B, L0, D = x.shape
-        L, W = max(L0, 1), self.max_width
-        windows = nn.functional.pad(x, (0, 0, 0, L - L0 + W - 1)).unfold(1, W, 1)  # [B, L, D, W]
-        kernel = torch.cat([nn.functional.pad(c.weight, (0, W - w))  # [W*F, D, W]: taps past w are zeros
-                            for w, c in enumerate(self.convs, 1)])
-        bias = torch.cat([c.bias for c in self.convs])  # [W*F]
-        h = torch.relu(torch.addmm(bias, windows.reshape(B * L, D * W), kernel.view(len(bias), D * W).t()))
-        widths = torch.arange(1, W + 1, device=x.device)[:, None]  # [W, 1]
-        start = torch.arange(L, device=x.device)[None, None, :]  # [1, 1, L]
-        keep = self.window_kept(start, lengths[:, None, None], widths)  # [B, W, L]
-        h = h.view(B, L, W, -1).permute(0, 2, 3, 1)  # [B, W, F, L]
-        h = h.masked_fill(~keep[:, :, None, :], float("-inf")).amax(dim=-1)  # [B, W, F]
-        return self.reference_floor(h, lengths[:, None, None], widths, bias.view(W, -1)).reshape(B, -1)
+    def pool(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """x [B, L, hidden] zero on padding, lengths [B] -> max-pooled filters [B, n_filters * max_width]."""
+        if x.shape[1] == 0:
+            x = x.new_zeros(x.shape[0], 1, x.shape[2])
+        B, L, _ = x.shape
+        W, F = self.max_width, self.n_filters
+        h = torch.relu(WindowSums.apply(x @ self.taps, self.conv_bias, F, W))  # [B, L, W * F]: window starts
+        widths = torch.arange(1, W + 1, device=x.device)  # [W]
+        keep = self.window_kept(torch.arange(L, device=x.device)[None, :, None], lengths[:, None, None], widths)
+        h = h.view(B, L, W, F).masked_fill(~keep[..., None], float("-inf")).amax(dim=1)  # [B, W, F]
+        floor_widths = widths[:, None]  # [W, 1]
+        return self.reference_floor(h, lengths[:, None, None], floor_widths, self.conv_bias.view(W, F)).reshape(B, -1)
 
     def window_kept(self, start: torch.Tensor, lengths: torch.Tensor, width) -> torch.Tensor:
         """Which window starts take part in the max for histories of `lengths` (broadcast)."""
