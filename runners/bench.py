@@ -61,6 +61,9 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.ArgumentParser, argpars
     parser.add_argument("--steps", type=int, default=None, help="batches drawn per width stratum (20; quick: 3)")
     parser.add_argument("--warmup", type=int, default=None, help="batches per stratum in the warm-up pass (2; quick: 1)")
     parser.add_argument("--repeats", type=int, default=None, help="timed passes (3; quick: 2)")
+    parser.add_argument("--window", type=int, default=None, metavar="STEPS",
+                        help="time STEPS consecutive batches of the epoch's own order (after 20 untimed ones) "
+                             "instead of the stratified passes; strata the window misses get --steps drawn batches")
     parser.add_argument("--naive-steps", type=int, default=None, help="batches timed per naive pass (8; quick: 2)")
     parser.add_argument("--no-naive", action="store_true", help="skip the naive baseline")
     parser.add_argument("--device", default=None, help="trainer.device of every model: auto | cpu | cuda | cuda:N "
@@ -160,8 +163,8 @@ def bench_model(model: str, data_spec: dict, real: bool, args: argparse.Namespac
     settings, params, threads, ftz = compose_recipe(model, args.overrides)
     spec = {**data_spec, "model": model, "settings": settings, "params": params, "num_threads": threads,
             "flush_denormal": ftz, "steps": args.steps, "warmup": args.warmup, "repeats": args.repeats,
-            "seed": args.seed, "eval_users": 0 if real else args.eval_users, "eval_repeats": args.eval_repeats,
-            "profile": args.profile, "variant": "optimised"}
+            "window": args.window, "seed": args.seed, "eval_users": 0 if real else args.eval_users,
+            "eval_repeats": args.eval_repeats, "profile": args.profile, "variant": "optimised"}
     opt, naive = measure(spec, None if args.no_naive or real else args.naive_steps, malloc_env, args.timeout)
     measured = {"optimised": opt, "naive": naive}
     if args.compare_paths and "error" not in opt:
@@ -245,8 +248,10 @@ def main(argv: list[str] | None = None) -> int:
     out_dir = args.out or REPO_ROOT / "outputs" / "bench" / time.strftime("%Y-%m-%d_%H-%M-%S")
     out_dir.mkdir(parents=True, exist_ok=True)
     mach = machine()
-    print(f"bench: {mach}\nmodels {','.join(models)}; scale {args.scale:g}; {args.steps} batches per stratum, "
-          f"{args.repeats} timed passes; naive {'off' if args.no_naive else f'{args.naive_steps} batches x {args.repeats}'}"
+    timing = (f"{args.window} consecutive batches (+ {args.steps} per stratum missed)" if args.window else
+              f"{args.steps} batches per stratum, {args.repeats} timed passes")
+    naive = "off" if args.no_naive else f"{args.naive_steps} batches x {args.repeats}"
+    print(f"bench: {mach}\nmodels {','.join(models)}; scale {args.scale:g}; {timing}; naive {naive}"
           f"; overrides {args.overrides or 'none'}; output {out_dir}", flush=True)
     t_start = time.perf_counter()
     malloc_env = {} if args.no_malloc_tuning else {k: str(v) for k, v in MALLOC_TUNING.items()}

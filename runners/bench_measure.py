@@ -33,6 +33,8 @@ WIDTH_EDGES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)  # stratum k holds batches
 NAIVE_OPTIMIZER = {"optimizer": "adam", "lr": 1e-3, "sparse_grad": False, "bucket_by_length": False,
                    "pair_rows": False, "device": "cpu"}  # a CPU baseline
 Strata = list[tuple[int, list[int]]]  # per stratum: (batches in it, indices of the drawn batches)
+Order = list[tuple[int, int]]  # the timed steps in turn: (stratum position, batch index)
+Plan = list[tuple[Strata, Order]]  # passes; the first is the warm-up (not reported)
 
 
 def prepare_data(spec: dict) -> dict:
@@ -100,16 +102,59 @@ def padded_maker(table: Table, max_len: int | None, width: int) -> BatchMaker:
     return PaddedMaker(table, max_len=max_len)
 
 
+def stratum_index(widths: np.ndarray) -> np.ndarray:
+    """Each batch's width stratum: width w -> the first edge >= w (powers of two)."""
+    return np.searchsorted(np.asarray(WIDTH_EDGES), widths, side="left")
+
+
 def draw_strata(widths: np.ndarray, batches_per_stratum: int, rng: np.random.Generator) -> Strata:
     """[(number of batches in the stratum, indices of the drawn batches)] by width (powers of two)."""
-    edges = np.asarray(WIDTH_EDGES)
-    which = np.searchsorted(edges, widths, side="left")  # width w -> first edge >= w
+    which = stratum_index(widths)
     out = []
     for k in np.unique(which):
         members = np.flatnonzero(which == k)
         drawn = rng.choice(members, size=min(batches_per_stratum, len(members)), replace=False)
         out.append((len(members), sorted(int(i) for i in drawn)))
     return out
+
+
+def shuffled(picks: Strata, rng: np.random.Generator) -> Order:
+    """Every drawn batch once, as (stratum position, batch index), in a random order."""
+    order = [(k, i) for k, (_, idx) in enumerate(picks) for i in idx]
+    return [order[j] for j in rng.permutation(len(order))]
+
+
+def stratified_plan(strata: Strata, warmup: int, repeats: int, rng: np.random.Generator) -> Plan:
+    """A warm-up pass over `warmup` drawn batches per stratum, then `repeats` passes over every drawn batch, each in
+    a random order."""
+    warm = [(n, idx[:warmup]) for n, idx in strata]
+    return [(warm, shuffled(warm, rng))] + [(strata, shuffled(strata, rng)) for _ in range(repeats)]
+
+
+def consecutive_plan(widths: np.ndarray, window: int, warmup: int, extra: int, rng: np.random.Generator) -> Plan:
+    """The epoch as training runs it: its first `warmup` batches untimed, then the next `window` batches in the
+    epoch's own order, timed; a stratum the window did not reach gets `extra` batches drawn from it, timed after
+    the window. Projected per stratum as the stratified plan is (batches in it x mean time of its timed ones), so
+    the rare wide batches weigh by their count, not by how many the window happened to hold."""
+    n = len(widths)
+    warmup = min(warmup, max(n - 1, 0))
+    timed = np.arange(warmup, min(n, warmup + window))
+    which = stratum_index(widths)
+    picks: Strata = []
+    position = {}
+    for k in np.unique(which):
+        members = np.flatnonzero(which == k)
+        inside = timed[which[timed] == k]
+        if not len(inside):
+            inside = np.sort(rng.choice(members[members >= warmup] if (members >= warmup).any() else members,
+                                        size=min(extra, len(members)), replace=False))
+        position[int(k)] = len(picks)
+        picks.append((len(members), [int(i) for i in inside]))
+    window_set = set(timed.tolist())
+    order = [(position[int(which[i])], int(i)) for i in timed]
+    order += [(k, i) for k, (_, idx) in enumerate(picks) for i in idx if i not in window_set]
+    warm = [(warmup, list(range(warmup)))]
+    return [(warm, [(0, i) for i in range(warmup)]), (picks, order)]
 
 
 def measure_model(spec: dict) -> dict:
@@ -139,9 +184,14 @@ def measure_model(spec: dict) -> dict:
     if naive:  # every batch has the same width: a plain random sample
         strata = [(len(batches), sorted(rng.choice(len(batches), min(spec["steps"], len(batches)),
                                                    replace=False).tolist()))]
+        plan = stratified_plan(strata, spec["warmup"], spec["repeats"], rng)
     else:
-        strata = draw_strata(np.array([max(int(hist_len[b].max()), 1) for b in batches]), spec["steps"], rng)
-    out.update(time_training(runner, table, split, s, batches, strata, spec, rng))
+        widths = np.array([max(int(hist_len[b].max()), 1) for b in batches])
+        if spec.get("window"):
+            plan = consecutive_plan(widths, spec["window"], spec.get("window_warmup", 20), spec["steps"], rng)
+        else:
+            plan = stratified_plan(draw_strata(widths, spec["steps"], rng), spec["warmup"], spec["repeats"], rng)
+    out.update(time_training(runner, table, split, s, batches, plan, spec))
     if not naive and spec["eval_users"] != 0:
         out.update(time_evaluation(model, maker, eval_rows(table, split, "test"), s.eval_batch_size, spec, rng))
     out["peak_rss_mb"] = peak_rss_mb()
@@ -171,16 +221,10 @@ def _epoch_batches(model: SeqRecModel, table: Table, split: Split, s: TrainSetti
 
 
 def time_training(runner: StepRunner, table: Table, split: Split, s: TrainSettings, batches: list[np.ndarray],
-                  strata: Strata, spec: dict, rng: np.random.Generator) -> dict:
-    """A warm-up pass, then `repeats` timed passes, each over every drawn batch in a random order; with
-    `processes` > 1 the data-parallel helpers run the same global batches (runners/data_parallel.run_program)."""
-    def shuffled(picks: Strata) -> list[tuple[int, int]]:
-        order = [(k, i) for k, (_, idx) in enumerate(picks) for i in idx]
-        return [order[j] for j in rng.permutation(len(order))]
-
+                  plan: Plan, spec: dict) -> dict:
+    """The passes of `plan` (the first a warm-up); with `processes` > 1 the data-parallel helpers run the same
+    global batches (runners/data_parallel.run_program)."""
     runner.model.train()
-    warm = [(n, idx[: spec["warmup"]]) for n, idx in strata]
-    plan = [(warm, shuffled(warm))] + [(strata, shuffled(strata)) for _ in range(spec["repeats"])]
     processes = spec.get("processes", 1)
     helpers = contextlib.nullcontext()
     if processes > 1:
@@ -192,7 +236,8 @@ def time_training(runner: StepRunner, table: Table, split: Split, s: TrainSettin
     with helpers as sync:
         passes = [_timed_pass(runner, batches, picks, order, sync) for picks, order in plan][1:]
     epoch_wall = [p[0] for p in passes]
-    out = dict(steps_timed=passes[0][2], strata=len(strata), epoch_s_all=epoch_wall,
+    out = dict(steps_timed=passes[0][2], strata=len(plan[-1][0]), epoch_s_all=epoch_wall,
+               timing="consecutive" if spec.get("window") else "stratified",
                epoch_s=statistics.median(epoch_wall), epoch_s_min=min(epoch_wall), epoch_s_max=max(epoch_wall),
                epoch_cpu_s=statistics.median(p[1] for p in passes))
     rows_per_epoch = len(runner.rows) * runner.rows_per_index
@@ -213,7 +258,7 @@ def _timed_pass(runner: StepRunner, batches: list[np.ndarray], picks: Strata, or
         synchronize(device)  # an accelerator's step is timed to its end (a no-op on the CPU)
         wall[k] += time.perf_counter() - w0
         cpu[k] += time.process_time() - c0
-    n_drawn = np.array([len(idx) for _, idx in picks])
+    n_drawn = np.array([max(len(idx), 1) for _, idx in picks])
     n_all = np.array([n for n, _ in picks])
     return float((wall / n_drawn * n_all).sum()), float((cpu / n_drawn * n_all).sum()), len(order)
 

@@ -29,7 +29,8 @@ def table_row(model: str, fmt_name: str, opt: dict, naive: dict | None) -> dict:
     """The CSV / table row of one model: the optimised child's figures and, if it ran, the naive one's."""
     r = {"model": model, "format": fmt_name, "batch": opt.get("batch_size"), "threads": opt.get("threads"),
          **{k: opt.get(k) for k in ("rows_per_epoch", "ex_per_s", "ex_per_s_min", "ex_per_s_max", "epoch_s",
-                                    "epoch_cpu_s", "eval_s", "prep_s", "peak_rss_mb")}}
+                                    "epoch_cpu_s", "eval_s", "prep_s", "peak_rss_mb", "timing", "steps_timed",
+                                    "batches_per_epoch")}}
     if naive and "error" not in naive:
         r.update(naive_ex_per_s=naive["ex_per_s"], naive_epoch_s=naive["epoch_s"],
                  naive_peak_rss_mb=naive["peak_rss_mb"], speedup=naive["epoch_s"] / opt["epoch_s"])
@@ -61,8 +62,19 @@ def speed_markdown(rows: list[dict], data: dict, title: str) -> str:
               f"peak RSS {d['peak_rss_mb']:,.0f} MB.",
               "epoch = projected time of one pass over the model's own training rows (pointwise models: "
               f"{d['n_train_pointwise']:,}); (!) = over the target epoch time; * = evaluation timed on a subset "
-              "and projected; speed-up = naive epoch / optimised epoch, same run."]
+              "and projected; speed-up = naive epoch / optimised epoch, same run.", timing_note(rows)]
     return "\n".join(lines)
+
+
+def timing_note(rows: list[dict]) -> str:
+    """How the training figures were timed: stratified passes, or consecutive batches of the epoch's order (all
+    of them: then the epoch is measured, not projected)."""
+    timed = [r for r in rows if not r.get("error") and r.get("timing") == "consecutive"]
+    if not timed:
+        return "Training timed in stratified passes (batches drawn per width stratum, projected to the epoch)."
+    parts = [f"{r['model']} {r['steps_timed']:,} of {r['batches_per_epoch']:,}" for r in timed]
+    return ("Training timed over consecutive batches of the epoch's own order after 20 untimed ones (timed / "
+            "batches per epoch: " + ", ".join(parts) + "); strata a window missed are timed on drawn batches.")
 
 
 def clothing_markdown(rows: list[dict], data: dict) -> str:
@@ -80,7 +92,7 @@ def clothing_markdown(rows: list[dict], data: dict) -> str:
                      f"{fmt(r['ex_per_s_max'])} | {fmt(r['epoch_s'], '.1f')} | {fmt(r['peak_rss_mb'])} | "
                      f"{fmt(rel, '.2f')}{flag} |")
     lines += ["", f"Data: clothing_seq {', '.join(f'{k} {v:,}' for k, v in data['stats'].items())}; median history "
-              f"{data['median_length']:g}, max {data['max_length']}."]
+              f"{data['median_length']:g}, max {data['max_length']}.", timing_note(rows)]
     return "\n".join(lines)
 
 
