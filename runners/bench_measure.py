@@ -32,6 +32,7 @@ from runners.trainer import StepRunner, TrainSettings, training_rows
 WIDTH_EDGES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)  # stratum k holds batches of width in (edge[k-1], edge[k]]
 NAIVE_OPTIMIZER = {"optimizer": "adam", "lr": 1e-3, "sparse_grad": False, "bucket_by_length": False,
                    "pair_rows": False, "device": "cpu"}  # a CPU baseline
+WINDOW_WARMUP = 20  # untimed batches before a --window (bench.py's help and bench_tables' note say 20)
 Strata = list[tuple[int, list[int]]]  # per stratum: (batches in it, indices of the drawn batches)
 Order = list[tuple[int, int]]  # the timed steps in turn: (stratum position, batch index)
 Plan = list[tuple[Strata, Order]]  # passes; the first is the warm-up (not reported)
@@ -140,21 +141,21 @@ def consecutive_plan(widths: np.ndarray, window: int, warmup: int, extra: int, r
     warmup = min(warmup, max(n - 1, 0))
     timed = np.arange(warmup, min(n, warmup + window))
     which = stratum_index(widths)
+    strata = np.unique(which)
+    position = np.searchsorted(strata, which)  # each batch's place in `picks`
     picks: Strata = []
-    position = {}
-    for k in np.unique(which):
-        members = np.flatnonzero(which == k)
-        inside = timed[which[timed] == k]
+    drawn: Order = []  # timed after the window
+    for k, stratum in enumerate(strata):
+        members = np.flatnonzero(which == stratum)
+        inside = timed[which[timed] == stratum]
         if not len(inside):
-            inside = np.sort(rng.choice(members[members >= warmup] if (members >= warmup).any() else members,
-                                        size=min(extra, len(members)), replace=False))
-        position[int(k)] = len(picks)
+            after = members[members >= warmup]
+            inside = np.sort(rng.choice(after if len(after) else members, size=min(extra, len(members)),
+                                        replace=False))
+            drawn += [(k, int(i)) for i in inside]
         picks.append((len(members), [int(i) for i in inside]))
-    window_set = set(timed.tolist())
-    order = [(position[int(which[i])], int(i)) for i in timed]
-    order += [(k, i) for k, (_, idx) in enumerate(picks) for i in idx if i not in window_set]
-    warm = [(warmup, list(range(warmup)))]
-    return [(warm, [(0, i) for i in range(warmup)]), (picks, order)]
+    order = [(int(position[i]), int(i)) for i in timed] + drawn
+    return [([(warmup, list(range(warmup)))], [(0, i) for i in range(warmup)]), (picks, order)]
 
 
 def measure_model(spec: dict) -> dict:
@@ -188,7 +189,7 @@ def measure_model(spec: dict) -> dict:
     else:
         widths = np.array([max(int(hist_len[b].max()), 1) for b in batches])
         if spec.get("window"):
-            plan = consecutive_plan(widths, spec["window"], spec.get("window_warmup", 20), spec["steps"], rng)
+            plan = consecutive_plan(widths, spec["window"], WINDOW_WARMUP, spec["steps"], rng)
         else:
             plan = stratified_plan(draw_strata(widths, spec["steps"], rng), spec["warmup"], spec["repeats"], rng)
     out.update(time_training(runner, table, split, s, batches, plan, spec))
