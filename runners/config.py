@@ -103,7 +103,8 @@ def train_settings(cfg: DictConfig, checkpoint_path: Path | None) -> TrainSettin
         checkpoint_every=t.checkpoint_every, debug_nan_at_step=t.debug_nan_at_step, pair_rows=t.pair_rows,
         debug_worker_raise_at_step=t.debug_worker_raise_at_step, initial_accumulator=initial_accumulator(cfg),
         device=str(t.device), precision=str(t.precision), device_batches=t.device_batches,
-        static_widths=t.static_widths, cuda_graphs=t.cuda_graphs)
+        static_widths=t.static_widths, cuda_graphs=t.cuda_graphs,
+        replicate_width=t.replicate_width)
 
 
 def initial_accumulator(cfg: DictConfig) -> float:

@@ -8,6 +8,9 @@ the parts sum to the global loss), and the gradients are summed over workers bef
 step (runners/gradient_sync.py: the control channel and the gradient backends). Every worker sums them in the
 same order, so parameters stay identical on every rank and a step equals the single-process step on the whole
 batch up to float summation order.
+A batch at most `trainer.replicate_width` positions wide is instead computed whole by every worker, with no sum
+(runners/gradient_sync.replicate_limit: on one host, for a model without dropout); the workers compare their
+copies of the model at every evaluation point and at the end (GradientSync.check_replicas).
 
 This module manages the processes: the job handed to the helpers, their start (sockets, shared files), their
 end, and a helper's own main. Helpers die with rank 0 (PR_SET_PDEATHSIG, and a parent check at start-up), so

@@ -11,6 +11,13 @@ Gradient sums (`backend`):
 Both pack the dense gradients the same way (`FlatGradients`: dense gradients, the loss, one has-gradient flag per
 parameter); they differ in how the packed vectors and the sparse tables are summed.
 
+Replicated steps: a batch at most `replicate_width` positions wide (`replicate_limit`) is computed whole by every
+worker, with no gradient sum: each applies the same update to its own identical copy of the model. On narrow
+batches a step is mostly fixed per-step work that sharding does not divide, and the sum costs ~0.3-0.9 ms, so one
+thread on the whole batch is faster. It needs every worker to compute bit for bit the same step: the same host
+(shm), no random draws in training (dropout 0); `check_replicas` compares the workers' parameters at every
+evaluation point and stops the run if they differ.
+
 Control channel: a socket pair between every two workers carries the barriers, rank 0's decisions at evaluation
 points (early stop) and, when a helper fails, its traceback; a worker that exits is seen by its peers as a
 closed socket at their next barrier, so a failure anywhere ends the run with that worker's error.
@@ -18,6 +25,7 @@ closed socket at their next barrier, so a failure anywhere ends the run with tha
 from __future__ import annotations
 
 import socket
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +38,29 @@ def shard(idx: np.ndarray, world: int, rank: int) -> np.ndarray:
     """This rank's part of a global batch's row indices: every world-th one, so that in a length-bucketed batch
     (sorted by history length) every worker gets the same mix of lengths (sizes differ by at most one)."""
     return idx[rank::world]
+
+
+AUTO_REPLICATE_WIDTH = 4  # measured (docs/performance.md, "Replicated narrow steps"): one thread on the whole
+# batch of at most 4 positions beat two half-batch workers and their gradient sum for 5 of the 6 models
+
+
+def has_random_draws(model: torch.nn.Module) -> bool:
+    """Whether a training step draws random numbers (dropout), so that workers computing the same batch would not
+    compute the same step (every worker is seeded alike, but sharded steps consume different draws)."""
+    return any((isinstance(m, torch.nn.Dropout) and m.p > 0) or (isinstance(m, torch.nn.RNNBase) and m.dropout > 0)
+               for m in model.modules())
+
+
+def replicate_limit(setting: str | int, model: torch.nn.Module, same_host: bool) -> int:
+    """The widest batch every worker computes whole (0: every batch is split). auto: AUTO_REPLICATE_WIDTH on one
+    host (shm) for a model without random draws, else 0. An explicit width on a model with dropout is refused."""
+    if setting == "auto":
+        return AUTO_REPLICATE_WIDTH if same_host and not has_random_draws(model) else 0
+    width = int(setting)
+    if width > 0 and has_random_draws(model):
+        raise ValueError(f"trainer.replicate_width={width} needs a training step without random draws, and "
+                         f"{type(model).__name__} has dropout: the workers' copies would diverge. Use 0 or auto.")
+    return width
 
 
 class WorkerFailed(RuntimeError):
@@ -85,6 +116,19 @@ class ControlChannel:
                 self._send(peer, b"1" if flag else b"0")
             return flag
         return self._recv(0, 1) == b"1"
+
+    def gather(self, payload: bytes) -> list[bytes] | None:
+        """Every worker's `payload` (all of one length) on rank 0, in rank order; None on the other ranks."""
+        if self.rank != 0:
+            self._send(0, payload)
+            return None
+        out = [payload]
+        for peer in sorted(self.peers):
+            data = b""
+            while len(data) < len(payload):
+                data += self._recv(peer, len(payload) - len(data))
+            out.append(data)
+        return out
 
     def report_failure(self, text: str) -> None:
         for s in self.peers.values():
@@ -205,11 +249,16 @@ class TorchDistributedGradients(FlatGradients):
         return loss
 
 
+class ReplicasDiverged(RuntimeError):
+    """The workers' copies of the model differ (replicated steps on workers that do not compute alike)."""
+
+
 class GradientSync:
     """What the training loop of a worker needs: rank, world size, the gradient sum and rank 0's decisions."""
 
     def __init__(self, rank: int, world: int, channel: ControlChannel, gradients: FlatGradients):
         self.rank, self.world, self.channel, self.gradients = rank, world, channel, gradients
+        self.same_host = isinstance(gradients, SharedMemoryGradients)
 
     def reduce(self, loss: float) -> float:
         """Sum every worker's gradients into each parameter's .grad; returns the global batch's loss."""
@@ -221,6 +270,23 @@ class GradientSync:
 
     def agree(self, flag: bool) -> bool:
         return self.channel.agree(flag)
+
+    def check_replicas(self, model: torch.nn.Module, step: int) -> None:
+        """Rank 0 compares every worker's per-parameter sums (float64) with its own; raises ReplicasDiverged there
+        if any differ (the other workers then see rank 0 gone)."""
+        names = [n for n, _ in model.named_parameters()]
+        sums = [float(torch.sum(p.detach(), dtype=torch.float64)) for p in model.parameters()]
+        gathered = self.channel.gather(struct.pack(f"{len(sums)}d", *sums))
+        if gathered is None:
+            return
+        for rank, data in enumerate(gathered[1:], start=1):
+            theirs = struct.unpack(f"{len(sums)}d", data)
+            bad = [f"{n} ({a!r} vs {b!r})" for n, a, b in zip(names, sums, theirs) if a != b]
+            if bad:
+                raise ReplicasDiverged(
+                    f"data-parallel worker {rank}'s copy of the model differs from rank 0's at step {step}: "
+                    f"{', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''}. Replicated steps need workers that "
+                    "compute alike (one host, same threads); set trainer.replicate_width=0 to split every batch.")
 
 
 def make_sync(model: torch.nn.Module, backend: str, rank: int, world: int, channel: ControlChannel,

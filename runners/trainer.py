@@ -32,7 +32,7 @@ from runners.checkpoint import load_checkpoint, save_checkpoint
 from runners.device import resolve_device
 from runners.device_step import DeviceSteps, batch_maker
 from runners.evaluation import EvalOutcome, TestSetGuard, evaluate
-from runners.gradient_sync import GradientSync, shard
+from runners.gradient_sync import GradientSync, replicate_limit, shard
 from runners.optim import OPTIMIZERS, prepare_optimizer, set_lr, train_step
 from runners.runtime import all_threads, seed_everything
 
@@ -72,6 +72,7 @@ class TrainSettings:
     device_batches: str | bool = "auto"  # batches built on the device from resident rows; auto = off on the CPU
     static_widths: str | bool = "auto"  # widths rounded up to a fixed set (datasets/device_batches); auto = CUDA
     cuda_graphs: str | bool = False  # CUDA only: the step replayed as a CUDA graph per shape (runners/cuda_graphs)
+    replicate_width: str | int = "auto"  # data-parallel: batches at most this wide are computed whole by every worker
 
 
 def check_settings(s: TrainSettings, gradient_free: bool = False) -> None:
@@ -92,6 +93,8 @@ def check_settings(s: TrainSettings, gradient_free: bool = False) -> None:
         problems.append(f"model.clip_norm must be > 0 or null, got {s.clip_norm!r}")
     if s.eval_every < 0:
         problems.append(f"trainer.eval_every must be >= 0, got {s.eval_every!r}")
+    if s.replicate_width != "auto" and not (isinstance(s.replicate_width, int) and s.replicate_width >= 0):
+        problems.append(f"trainer.replicate_width must be auto or an integer >= 0, got {s.replicate_width!r}")
     if problems:
         raise ValueError("invalid training settings:\n  " + "\n  ".join(problems))
 
@@ -137,16 +140,21 @@ def training_rows(model: SeqRecModel, table: Table, split: Split, pair_rows: boo
     return train_rows(table, split, model.train_format, paired=paired), 2 if paired else 1
 
 
-def worker_batch(maker: BatchMaker, rows: Rows, idx: np.ndarray, rows_per_index: int,
-                 sync: GradientSync | None) -> Batch | None:
-    """The batch of global indices `idx`, or this data-parallel worker's share of it (None when empty), whose
-    means divide by the global batch's row count."""
+def worker_batch(maker: BatchMaker, rows: Rows, idx: np.ndarray, rows_per_index: int, sync: GradientSync | None,
+                 replicate_width: int = 0) -> tuple[Batch | None, GradientSync | None]:
+    """(batch, sync for its step): the batch of global indices `idx` when training alone, or when it is at most
+    `replicate_width` wide (every data-parallel worker computes it whole: no sum); else this worker's share of it
+    (None when empty), whose means divide by the global batch's row count, with `sync`."""
     if sync is None:
-        return maker.make(rows.take(idx))
+        return maker.make(rows.take(idx)), None
+    if replicate_width:
+        whole = maker.make(rows.take(idx))
+        if whole.hist.shape[1] <= replicate_width:
+            return whole, None
     local = shard(idx, sync.world, sync.rank)
     if not len(local):
-        return None
-    return replace(maker.make(rows.take(local)), mean_rows=len(idx) * rows_per_index)
+        return None, sync
+    return replace(maker.make(rows.take(local)), mean_rows=len(idx) * rows_per_index), sync
 
 
 class StepRunner:
@@ -157,6 +165,7 @@ class StepRunner:
     def __init__(self, model: SeqRecModel, rows: Rows, rows_per_index: int, maker: BatchMaker, s: TrainSettings):
         self.model, self.rows, self.rows_per_index, self.maker = model, rows, rows_per_index, maker
         self.clip_norm = s.clip_norm
+        self.replicate_setting, self.replicate_width = s.replicate_width, None  # resolved at the first shared step
         device = resolve_device(s.device)
         model.to(device)  # a no-op on the CPU; on a GPU sparse_grad=auto is dense (sparse cannot be captured)
         sparse = False if device.type != "cpu" and s.sparse_grad == "auto" else s.sparse_grad
@@ -177,8 +186,11 @@ class StepRunner:
             if sync is not None:
                 raise ValueError("trainer.device_batches cannot run with trainer.processes > 1")
             return self.device_steps.step(idx, poison)
-        batch = worker_batch(self.maker, self.rows, idx, self.rows_per_index, sync)
-        return train_step(self.model, self.optimizer, self.params, batch, self.clip_norm, poison, sync=sync)
+        if sync is not None and self.replicate_width is None:
+            self.replicate_width = replicate_limit(self.replicate_setting, self.model, sync.same_host)
+        batch, step_sync = worker_batch(self.maker, self.rows, idx, self.rows_per_index, sync,
+                                        self.replicate_width or 0)
+        return train_step(self.model, self.optimizer, self.params, batch, self.clip_norm, poison, sync=step_sync)
 
 
 def train(model: SeqRecModel, table: Table, split: Split, s: TrainSettings, test_guard: TestSetGuard | None,
@@ -237,6 +249,8 @@ class TrainingLoop:
         stopped = self.patience_ran_out()  # resumed after an early stop
         while state.step < self.total_steps and not stopped:
             stopped = self.run_epoch()
+        if self.sync is not None:
+            self.sync.check_replicas(self.model, state.step)  # the weights rank 0 reports are every worker's
         if self.main and (not state.history or state.history[-1]["step"] != state.step):
             self.eval_point()  # the last step is always evaluated
         self.bar.close()
@@ -298,6 +312,8 @@ class TrainingLoop:
     def eval_and_agree(self) -> bool:
         """An evaluation point inside the loop: rank 0 evaluates and decides on early stopping, every worker
         learns the decision; returns it."""
+        if self.sync is not None:
+            self.sync.check_replicas(self.model, self.state.step)
         stop = self.eval_point() if self.main else False
         if self.sync is not None:
             stop = self.sync.agree(stop)

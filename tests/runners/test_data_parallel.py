@@ -1,7 +1,9 @@
 """Data-parallel training processes (trainer.processes, runners/data_parallel.py).
 
 - N workers on shares of each global batch train the same weights as one process on the whole batch (up to float
-  summation order), through shared memory and through torch.distributed (gloo);
+  summation order), through shared memory and through torch.distributed (gloo), with narrow batches replicated
+  (every worker computes them whole) or every batch split;
+- replicated steps only where workers compute alike; workers whose copies differ stop the run;
 - a worker that raises fails the run with that worker's traceback, and leaves no process behind;
 - kill -9 of the run's process leaves no orphan worker.
 """
@@ -9,6 +11,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -27,9 +30,10 @@ from datasets.table import build_table
 from models.registry import get_model
 from runners.data_parallel import Helpers
 from runners.evaluation import TestSetGuard, evaluate
-from runners.gradient_sync import shard
+from runners.gradient_sync import (AUTO_REPLICATE_WIDTH, ControlChannel, FlatGradients, GradientSync,
+                                   ReplicasDiverged, replicate_limit, shard)
 from runners.runtime import seed_everything
-from runners.trainer import TrainSettings, train
+from runners.trainer import TrainSettings, train, training_rows, worker_batch
 from tests.models.helpers import one_thread  # noqa: F401  (a fixture, used through pytestmark)
 from tests.runners.conftest import REPO_ROOT
 
@@ -67,7 +71,10 @@ SGD = TrainSettings(optimizer="sgd", lr=0.3, clip_norm=5.0, batch_size=32, epoch
 
 
 @pytest.mark.parametrize("name,settings,processes,backend", [
-    ("atrank", SGD, 2, "shm"),
+    ("atrank", replace(SGD, replicate_width=0), 2, "shm"),  # every batch split (the issue's 50 steps)
+    # replicate_width auto: batches <= 4 wide (~half here) computed whole by both workers. A different set of
+    # steps gets reordered sums, and at 50 steps that reached 1.2e-5 in 4 of 16,384 weights (measured): 30 steps
+    ("atrank", replace(SGD, max_steps=30), 2, "shm"),
     ("bpr", replace(SGD, clip_norm=None), 2, "shm"),  # sparse user and item tables
     ("gru4rec", replace(SGD, batch_size=30, pair_rows=False, max_steps=25), 3, "shm"),  # unpaired, shares of 10 rows
     ("atrank", replace(SGD, max_steps=20), 2, "gloo"),
@@ -98,6 +105,53 @@ def test_shards_cover_each_batch_once_with_balanced_lengths():
     assert sorted(np.concatenate(parts).tolist()) == idx.tolist()
     assert {len(p) for p in parts} == {8, 9}
     assert parts[0][:3].tolist() == [0, 4, 8]  # interleaved: each share spans the batch's sorted lengths
+
+
+def model_of(name: str, data, **params):
+    table, _ = data
+    seed_everything(0)
+    return get_model(name)(n_users=table.n_users, n_items=table.n_items, n_categories=table.n_categories,
+                           item_category=table.item_category, **params)
+
+
+def test_narrow_batches_are_replicated_wide_ones_split(data):
+    table, split = data
+    model = model_of("atrank", data)
+    rows, per = training_rows(model, table, split, True)
+    widths = rows.end - table.indptr[rows.user]
+    narrow, wide = np.flatnonzero(widths == 3)[:5], np.flatnonzero(widths > 20)[:5]
+    sync = GradientSync(1, 2, None, FlatGradients(list(model.parameters()), set()))
+    batch, step_sync = worker_batch(BatchMaker(table), rows, narrow, per, sync, replicate_width=8)
+    assert step_sync is None and len(batch) == 5 and batch.mean_rows is None  # whole, no sum
+    batch, step_sync = worker_batch(BatchMaker(table), rows, wide, per, sync, replicate_width=8)
+    assert step_sync is sync and len(batch) == 2 and batch.mean_rows == 5 * per  # rank 1's share of 5
+    _, step_sync = worker_batch(BatchMaker(table), rows, narrow, per, sync, replicate_width=0)
+    assert step_sync is sync
+
+
+def test_replicated_steps_need_one_host_and_no_random_draws(data):
+    plain, with_dropout = model_of("atrank", data), model_of("atrank", data, dropout=0.1)
+    assert replicate_limit("auto", plain, same_host=True) == AUTO_REPLICATE_WIDTH
+    assert replicate_limit("auto", plain, same_host=False) == 0  # gloo / nccl: hosts may compute differently
+    assert replicate_limit("auto", with_dropout, same_host=True) == 0
+    assert replicate_limit(16, plain, same_host=False) == 16  # asked for: a cluster of identical hosts
+    with pytest.raises(ValueError, match="dropout"):
+        replicate_limit(4, with_dropout, same_host=True)
+
+
+def test_workers_whose_copies_differ_stop_the_run(data):
+    ours, theirs = model_of("atrank", data), model_of("atrank", data)
+    a, b = socket.socketpair()
+    rank0 = GradientSync(0, 2, ControlChannel(0, {1: a}), FlatGradients(list(ours.parameters()), set()))
+    rank1 = GradientSync(1, 2, ControlChannel(1, {0: b}), FlatGradients(list(theirs.parameters()), set()))
+    rank1.check_replicas(theirs, 7)  # sends its sums; rank 0 compares
+    rank0.check_replicas(ours, 7)
+    with torch.no_grad():
+        theirs.self_ff[0].outer.weight[3, 5] += 1e-6  # one weight, one float step or so
+    rank1.check_replicas(theirs, 8)
+    with pytest.raises(ReplicasDiverged, match=r"worker 1's copy .* at step 8: self_ff\.0\.outer\.weight"):
+        rank0.check_replicas(ours, 8)
+    a.close(), b.close()
 
 
 def helper_pids(parent_pid: int) -> list[int]:
