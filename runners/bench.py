@@ -115,17 +115,35 @@ def chosen_models(parser: argparse.ArgumentParser, models: str | None) -> list[s
 def machine() -> str:
     import torch
 
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
-    return (f"{cpu}, {os.cpu_count()} CPU(s), Python {platform.python_version()}, torch {torch.__version__}, "
-            f"load average {load} at the start")
+    return (f"{cpu_description()}, {os.cpu_count()} CPU(s), Python {platform.python_version()}, "
+            f"torch {torch.__version__}, load average {load} at the start")
+
+
+ISA_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_tile")  # what decides which kernels MKL and oneDNN pick
+
+
+def cpu_description(cpuinfo: str | None = None) -> str:
+    """The CPU's model name with its family/model numbers and vector extensions: machines of this project share a
+    model name across generations ("AMD EPYC" was Zen 4 on some days and Zen 5 on others), and figures from
+    different generations are not comparable."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return "unknown CPU"
+    fields: dict[str, str] = {}
+    for line in cpuinfo.splitlines():
+        if not line.strip():
+            break  # the first processor's block is enough
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    name = fields.get("model name", "unknown CPU")
+    flags = set(fields.get("flags", "").split())
+    isa = [f for f in ISA_FLAGS if f in flags]
+    ids = f"family {fields['cpu family']} model {fields['model']}" if "cpu family" in fields and "model" in fields else ""
+    detail = ", ".join(x for x in (ids, " ".join(isa)) if x)
+    return f"{name} ({detail})" if detail else name
 
 
 def dataset_specs(args: argparse.Namespace, clothing: bool, tmp: str) -> list[tuple[str, dict]]:

@@ -52,3 +52,13 @@ def test_stratified_plan_warms_up_then_repeats_every_drawn_batch():
     drawn = sorted(i for _, idx in strata for i in idx)
     assert sorted(i for _, i in plan[1][1]) == drawn and sorted(i for _, i in plan[2][1]) == drawn
     assert len(plan[0][1]) == len(strata)  # one warm-up batch per stratum
+
+
+def test_the_machine_line_names_the_cpu_generation_and_its_vector_extensions():
+    from runners.bench import cpu_description
+
+    zen5 = ("processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 26\nmodel\t\t: 2\nmodel name\t: AMD EPYC\n"
+            "flags\t\t: fpu sse avx2 avx512f avx512_bf16\n\nprocessor\t: 1\nmodel name\t: other\n")
+    assert cpu_description(zen5) == "AMD EPYC (family 26 model 2, avx2 avx512f avx512_bf16)"
+    assert cpu_description("model name\t: Some CPU\nflags\t: sse\n") == "Some CPU"
+    assert cpu_description("") == "unknown CPU"

@@ -46,12 +46,17 @@ def data():
     return table, make_split(table, "paper", 1234)
 
 
+def model_of(name: str, data, **params):
+    table, _ = data
+    seed_everything(0)
+    return get_model(name)(n_users=table.n_users, n_items=table.n_items, n_categories=table.n_categories,
+                           item_category=table.item_category, **params)
+
+
 def trained(name: str, s: TrainSettings, data, processes: int = 1, backend: str = "shm"):
     """(parameters after training, test AUC) of model `name` trained with settings `s` on `processes` workers."""
     table, split = data
-    seed_everything(0)
-    model = get_model(name)(n_users=table.n_users, n_items=table.n_items, n_categories=table.n_categories,
-                            item_category=table.item_category)
+    model = model_of(name, data)
     guard = TestSetGuard(eval_rows(table, split, "test"), None)
     if s.max_steps == 0:  # the initial weights
         pass
@@ -105,13 +110,6 @@ def test_shards_cover_each_batch_once_with_balanced_lengths():
     assert sorted(np.concatenate(parts).tolist()) == idx.tolist()
     assert {len(p) for p in parts} == {8, 9}
     assert parts[0][:3].tolist() == [0, 4, 8]  # interleaved: each share spans the batch's sorted lengths
-
-
-def model_of(name: str, data, **params):
-    table, _ = data
-    seed_everything(0)
-    return get_model(name)(n_users=table.n_users, n_items=table.n_items, n_categories=table.n_categories,
-                           item_category=table.item_category, **params)
 
 
 def test_narrow_batches_are_replicated_wide_ones_split(data):
