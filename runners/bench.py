@@ -141,7 +141,7 @@ def cpu_description(cpuinfo: str | None = None) -> str:
     name = fields.get("model name", "unknown CPU")
     flags = set(fields.get("flags", "").split())
     isa = [f for f in ISA_FLAGS if f in flags]
-    ids = f"family {fields['cpu family']} model {fields['model']}" if "cpu family" in fields and "model" in fields else ""
+    ids = f"family {fields['cpu family']} model {fields['model']}" if {"cpu family", "model"} <= fields.keys() else ""
     detail = ", ".join(x for x in (ids, " ".join(isa)) if x)
     return f"{name} ({detail})" if detail else name
 

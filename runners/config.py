@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from models.registry import get_model
 from runners.device import check_precision, resolve_device
+from runners.torchrun import check_processes
 from runners.trainer import TrainSettings, check_settings
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -134,6 +135,7 @@ def check_config(cfg: DictConfig) -> None:
     check_settings(train_settings(cfg, None), get_model(cfg.model.name).gradient_free)
     device = resolve_device(cfg.trainer.device)  # cuda asked for without a GPU: what torch sees, before anything
     check_precision(str(cfg.trainer.precision), device)
+    check_processes(int(cfg.trainer.processes))  # under torchrun: the processes it started
     if device.type != "cpu" and int(cfg.trainer.processes) > 1:
         raise ValueError(f"trainer.processes={cfg.trainer.processes} is the CPU's data-parallel path; on "
                          f"{device} train one process (trainer.processes=1)")

@@ -14,7 +14,8 @@ copies of the model at every evaluation point and at the end (GradientSync.check
 
 This module manages the processes: the job handed to the helpers, their start (sockets, shared files), their
 end, and a helper's own main. Helpers die with rank 0 (PR_SET_PDEATHSIG, and a parent check at start-up), so
-kill -9 of the run leaves no worker behind.
+kill -9 of the run leaves no worker behind. Under torchrun the helpers are torchrun's other ranks instead
+(runners/torchrun.py, TorchrunHelpers): the same helper code, handed its jobs through the rendezvous store.
 """
 from __future__ import annotations
 
@@ -41,6 +42,7 @@ from runners.evaluation import TestSetGuard
 from runners.gradient_sync import ControlChannel, GradientSync, WorkerFailed, make_sync
 from runners.optim import use_sparse_embeddings, wants_sparse_grad
 from runners.runtime import configure_runtime
+from runners.torchrun import publish_job, torchrun_world
 from runners.trainer import StepRunner, TrainResult, TrainSettings, train
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -72,7 +74,8 @@ def train_processes(model: SeqRecModel, table: Table, split: Split, settings: Tr
         return train(model, table, split, settings, guard, log_metrics=log_curve)
     if not model.data_parallel:
         raise ValueError(f"model {model.name!r} cannot train with trainer.processes > 1: {model.data_parallel_note}")
-    with Helpers(model, table, split, settings, processes, backend, threads or 1, flush_denormal) as sync:
+    helpers = TorchrunHelpers if torchrun_world() is not None else Helpers
+    with helpers(model, table, split, settings, processes, backend, threads or 1, flush_denormal) as sync:
         return train(model, table, split, settings, guard, log_metrics=log_curve, sync=sync)
 
 
@@ -138,13 +141,21 @@ class Helpers:
                 p.kill()
                 p.wait()
         _remove_dir(self.dir)
-        _end_process_group()
+        end_process_group()
         failed = [(i + 1, p.returncode) for i, p in enumerate(self.procs) if p.returncode not in (0, -9)]
         if exc is None and failed:
             raise WorkerFailed(f"training worker(s) {failed} exited with an error after rank 0 finished")
 
 
-def _end_process_group() -> None:
+class TorchrunHelpers(Helpers):
+    """Helpers that torchrun started (runners/torchrun.py): the job is handed to them through torchrun's
+    rendezvous store instead of a command line, and each pair of workers connects over loopback TCP."""
+
+    def _start(self) -> dict[int, socket.socket]:
+        return publish_job(str(self.dir), self.world)
+
+
+def end_process_group() -> None:
     """Shut torch.distributed down before the process exits (a live gloo group aborts the interpreter's exit)."""
     if "torch.distributed" in sys.modules:
         import torch.distributed as dist
@@ -162,7 +173,7 @@ def _remove_dir(directory: Path) -> None:
         pass
 
 
-def _die_with_parent(parent_pid: int) -> None:
+def die_with_parent(parent_pid: int) -> None:
     try:
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
@@ -183,10 +194,15 @@ def run_program(model: SeqRecModel, table: Table, split: Split, settings: TrainS
 
 
 def helper_main(directory: str, rank: int, peers: str, parent_pid: int) -> int:
-    """A helper process: load the job, map the shared files, train (or run the program) as worker `rank`."""
-    _die_with_parent(parent_pid)
-    channel = ControlChannel(rank, {int(p): socket.socket(fileno=int(fd))
-                                    for p, fd in (x.split(":") for x in peers.split(","))})
+    """A helper process that rank 0 started: its control sockets are inherited descriptors."""
+    die_with_parent(parent_pid)
+    return serve_job(directory, rank, ControlChannel(rank, {int(p): socket.socket(fileno=int(fd))
+                                                            for p, fd in (x.split(":") for x in peers.split(","))}))
+
+
+def serve_job(directory: str, rank: int, channel: ControlChannel) -> int:
+    """A helper's part of one run: load the job, map the shared files, train (or run the program) as worker
+    `rank`; a failure is sent to the other workers. Returns the exit status."""
     try:
         with open(Path(directory) / "job.pkl", "rb") as f:
             job: HelperJob = pickle.load(f)

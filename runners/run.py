@@ -48,6 +48,7 @@ from runners.tracking import (code_hash, config_hash, ensure_store, environment_
                               get_or_create_experiment, tracking_uri)
 from runners.sweep_runs import parent_run_id  # noqa: E402
 from runners.device import device_info, resolve_device  # noqa: E402
+from runners.torchrun import run_rank  # noqa: E402
 from runners.trainer import TrainResult, TrainSettings  # noqa: E402
 
 log = logging.getLogger("seqrec")
@@ -326,4 +327,4 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
-    main()
+    run_rank(main)  # under torchrun, ranks 1..N-1 serve rank 0's data-parallel runs (runners/torchrun.py)
