@@ -42,7 +42,6 @@ from runners.evaluation import TestSetGuard
 from runners.gradient_sync import ControlChannel, GradientSync, WorkerFailed, make_sync
 from runners.optim import use_sparse_embeddings, wants_sparse_grad
 from runners.runtime import configure_runtime
-from runners.torchrun import publish_job, torchrun_world
 from runners.trainer import StepRunner, TrainResult, TrainSettings, train
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -66,16 +65,17 @@ class HelperJob:
 
 def train_processes(model: SeqRecModel, table: Table, split: Split, settings: TrainSettings,
                     guard: TestSetGuard, log_curve: Callable[[dict[str, float], int], None], processes: int,
-                    backend: str, threads: int | None, flush_denormal: bool) -> TrainResult:
-    """train() in this process, or as rank 0 of `processes` data-parallel workers."""
+                    backend: str, threads: int | None, flush_denormal: bool,
+                    helpers: type[Helpers] | None = None) -> TrainResult:
+    """train() in this process, or as rank 0 of `processes` data-parallel workers (`helpers`: how the others are
+    started; runners/torchrun.TorchrunHelpers when torchrun started them)."""
     if processes < 1:
         raise ValueError(f"trainer.processes must be >= 1, got {processes}")
     if processes == 1:
         return train(model, table, split, settings, guard, log_metrics=log_curve)
     if not model.data_parallel:
         raise ValueError(f"model {model.name!r} cannot train with trainer.processes > 1: {model.data_parallel_note}")
-    helpers = TorchrunHelpers if torchrun_world() is not None else Helpers
-    with helpers(model, table, split, settings, processes, backend, threads or 1, flush_denormal) as sync:
+    with (helpers or Helpers)(model, table, split, settings, processes, backend, threads or 1, flush_denormal) as sync:
         return train(model, table, split, settings, guard, log_metrics=log_curve, sync=sync)
 
 
@@ -145,14 +145,6 @@ class Helpers:
         failed = [(i + 1, p.returncode) for i, p in enumerate(self.procs) if p.returncode not in (0, -9)]
         if exc is None and failed:
             raise WorkerFailed(f"training worker(s) {failed} exited with an error after rank 0 finished")
-
-
-class TorchrunHelpers(Helpers):
-    """Helpers that torchrun started (runners/torchrun.py): the job is handed to them through torchrun's
-    rendezvous store instead of a command line, and each pair of workers connects over loopback TCP."""
-
-    def _start(self) -> dict[int, socket.socket]:
-        return publish_job(str(self.dir), self.world)
 
 
 def end_process_group() -> None:

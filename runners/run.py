@@ -48,7 +48,7 @@ from runners.tracking import (code_hash, config_hash, ensure_store, environment_
                               get_or_create_experiment, tracking_uri)
 from runners.sweep_runs import parent_run_id  # noqa: E402
 from runners.device import device_info, resolve_device  # noqa: E402
-from runners.torchrun import run_rank  # noqa: E402
+from runners.torchrun import helpers_class, run_rank  # noqa: E402
 from runners.trainer import TrainResult, TrainSettings  # noqa: E402
 
 log = logging.getLogger("seqrec")
@@ -225,7 +225,7 @@ def train_and_test(job: Job, table: Table, split: Split, checkpoint: Path,
     guard = TestSetGuard(eval_rows(table, split, "test"), job.test_access_limit)
     fail_for_testing(job.debug_raise)
     result = train_processes(model, table, split, settings, guard, log_curve, job.processes, job.backend,
-                             job.threads, job.flush_denormal)
+                             job.threads, job.flush_denormal, helpers_class())
     final, test = final_metrics(job, table, split, settings, model, guard, result, t_start)
     mlflow.log_metrics(final, step=result.steps)
     if job.log_outcomes:

@@ -24,6 +24,10 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Callable, Mapping
 
+from runners.data_parallel import Helpers, die_with_parent, end_process_group, serve_job
+from runners.gradient_sync import ControlChannel
+from runners.runtime import tune_malloc
+
 END = "end"  # published as the next job when rank 0's command is over
 STORE_TIMEOUT = timedelta(days=7)  # helpers wait on the store while rank 0 loads data, evaluates, logs
 CONNECT_TIMEOUT_S = 600.0  # a rank that has not connected by then is not coming
@@ -120,6 +124,19 @@ def publish_job(directory: str, world: int) -> dict[int, socket.socket]:
     return connect_mesh(store, f"run{k}", 0, world)
 
 
+class TorchrunHelpers(Helpers):
+    """Rank 0's side of a run whose helpers torchrun started: the job goes to them through the rendezvous store
+    instead of a command line, and each pair of workers connects over loopback TCP."""
+
+    def _start(self) -> dict[int, socket.socket]:
+        return publish_job(str(self.dir), self.world)
+
+
+def helpers_class() -> type[Helpers]:
+    """Who starts a data-parallel run's helpers: torchrun, when it launched this process; else rank 0 itself."""
+    return TorchrunHelpers if torchrun_world() is not None else Helpers
+
+
 def publish_end() -> None:
     """Rank 0, when its command is over: the helpers' next job is `end`."""
     store = rendezvous_store()
@@ -128,10 +145,6 @@ def publish_end() -> None:
 
 def serve(world: TorchrunWorld) -> int:
     """Ranks 1..N-1: serve rank 0's runs one after the other until it publishes `end`."""
-    from runners.data_parallel import end_process_group, serve_job
-    from runners.gradient_sync import ControlChannel
-    from runners.runtime import tune_malloc
-
     tune_malloc()  # as runners/run.py does for rank 0
     store = rendezvous_store()
     k = 1
@@ -153,8 +166,6 @@ def run_rank(main: Callable[[], object]) -> None:
     if world is None:
         main()
         return
-    from runners.data_parallel import die_with_parent
-
     die_with_parent(os.getppid())  # torchrun starts ranks in sessions of their own: its kill -9 would orphan them
     if world.rank > 0:
         sys.exit(serve(world))
