@@ -4,11 +4,35 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MODEL_RUNS = "tags.model != ''"  # MLflow filter: a multirun's model runs, without its parent (runners/sweep_runs.py)
+
+
+def alive(pid: int) -> bool:
+    """Whether process `pid` is running (not gone, not a zombie)."""
+    try:
+        state = next(line for line in Path(f"/proc/{pid}/status").read_text().splitlines() if line.startswith("State"))
+    except (OSError, StopIteration):
+        return False
+    return "Z" not in state
+
+
+def live_pids(matches: Callable[[list[bytes]], bool]) -> list[int]:
+    """Running processes (other than this one) whose command line, split into its arguments, `matches`."""
+    pids = []
+    for p in Path("/proc").iterdir():
+        if p.name.isdigit() and int(p.name) != os.getpid():
+            try:
+                cmd = (p / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if matches(cmd) and alive(int(p.name)):
+                pids.append(int(p.name))
+    return pids
 
 
 def isolated_env(root: Path) -> dict[str, str]:

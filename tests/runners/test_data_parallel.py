@@ -35,7 +35,7 @@ from runners.gradient_sync import (AUTO_REPLICATE_WIDTH, ControlChannel, FlatGra
 from runners.runtime import seed_everything
 from runners.trainer import TrainSettings, train, training_rows, worker_batch
 from tests.models.helpers import one_thread  # noqa: F401  (a fixture, used through pytestmark)
-from tests.runners.conftest import REPO_ROOT
+from tests.runners.conftest import REPO_ROOT, alive, live_pids
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -154,17 +154,7 @@ def test_workers_whose_copies_differ_stop_the_run(data):
 
 def helper_pids(parent_pid: int) -> list[int]:
     """Running helper processes started by `parent_pid` (their command line names it)."""
-    pids = []
-    for p in Path("/proc").iterdir():
-        if p.name.isdigit():
-            try:
-                cmd = (p / "cmdline").read_bytes().split(b"\0")
-                state = next(line for line in (p / "status").read_text().splitlines() if line.startswith("State"))
-            except (OSError, StopIteration):
-                continue
-            if b"runners.data_parallel" in cmd and cmd[-2:-1] == [str(parent_pid).encode()] and "Z" not in state:
-                pids.append(int(p.name))
-    return pids
+    return live_pids(lambda cmd: b"runners.data_parallel" in cmd and cmd[-2:-1] == [str(parent_pid).encode()])
 
 
 def run_args(tmp_path: Path, *extra: str) -> list[str]:
@@ -202,17 +192,10 @@ def test_kill_9_of_the_run_leaves_no_worker(isolated, tmp_path):
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
         deadline = time.time() + 10
-        while any(Path(f"/proc/{pid}").exists() and _alive(pid) for pid in helpers) and time.time() < deadline:
+        while any(Path(f"/proc/{pid}").exists() and alive(pid) for pid in helpers) and time.time() < deadline:
             time.sleep(0.1)
-        assert not [pid for pid in helpers if _alive(pid)]
+        assert not [pid for pid in helpers if alive(pid)]
     finally:
         if proc.poll() is None:
             proc.kill()
 
-
-def _alive(pid: int) -> bool:
-    try:
-        state = next(line for line in Path(f"/proc/{pid}/status").read_text().splitlines() if line.startswith("State"))
-    except (OSError, StopIteration):
-        return False
-    return "Z" not in state

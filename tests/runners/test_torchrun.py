@@ -17,8 +17,7 @@ from torch.distributed import TCPStore
 
 from runners.gradient_sync import ControlChannel
 from runners.torchrun import TorchrunWorld, check_processes, connect_mesh, torchrun_world
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from tests.runners.conftest import REPO_ROOT, live_pids
 
 
 def test_the_world_comes_from_torchruns_environment():
@@ -84,17 +83,7 @@ def runs(env: dict[str, str]) -> list[mlflow.entities.Run]:
 
 def leftover_ranks(marker: str) -> list[int]:
     """Processes still running whose command line names `marker` (this test's output folder)."""
-    pids = []
-    for p in Path("/proc").iterdir():
-        if p.name.isdigit() and int(p.name) != os.getpid():
-            try:
-                if marker.encode() in (p / "cmdline").read_bytes():
-                    state = next(x for x in (p / "status").read_text().splitlines() if x.startswith("State"))
-                    if "Z" not in state:
-                        pids.append(int(p.name))
-            except (OSError, StopIteration):
-                continue
-    return pids
+    return live_pids(lambda cmd: any(marker.encode() in arg for arg in cmd))
 
 
 def test_torchrun_trains_what_trainer_processes_trains(isolated, tmp_path):
