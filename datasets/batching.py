@@ -119,8 +119,12 @@ def batch_order(rows: Rows, batch_size: int, rng: np.random.Generator, shuffle: 
 
     shuffle=True, bucket_by_length=False: plain random batches (the reference).
     bucket_by_length=True: shuffle, then sort by history length within chunks of `chunk_batches` batches and shuffle
-    the batch order, so each batch pads little; batches are still random in content and order.
+    the batch order, so each batch pads little; batches are still random in content and order. The longest
+    histories are rare, so a small chunk holds few of them and its widest batch mixes them with much shorter ones
+    (Electronics-shaped data: batches over 256 wide are 58% real positions at 64 batches a chunk, 95% at 1,024).
     """
+    if chunk_batches < 1:
+        raise ValueError(f"chunk_batches must be at least 1, got {chunk_batches}")
     n = len(rows)
     order = rng.permutation(n) if shuffle else np.arange(n)
     if bucket_by_length and indptr is not None:

@@ -69,7 +69,8 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.ArgumentParser, argpars
     parser.add_argument("--device", default=None, help="trainer.device of every model: auto | cpu | cuda | cuda:N "
                         "(an accelerator skips the naive baseline, a CPU one)")
     parser.add_argument("--compare-paths", action="store_true",
-                        help="also time each model's earlier path (independent rows: trainer.pair_rows=false) and "
+                        help="also time each model's earlier path (independent rows, length buckets of 64 batches: "
+                             "trainer.pair_rows=false trainer.bucket_chunk=64) and "
                              "paired rows on --processes data-parallel workers, side by side with the default")
     parser.add_argument("--processes", type=int, default=2, help="workers of the data-parallel path (2)")
     parser.add_argument("--eval-users", type=int, default=-1, help="test users evaluated (-1 all, 0 none)")

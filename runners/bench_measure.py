@@ -217,7 +217,8 @@ def _epoch_batches(model: SeqRecModel, table: Table, split: Split, s: TrainSetti
     else:
         maker = batch_maker(table, s)  # the run's: numpy on the CPU, device-resident on an accelerator
     batches = batch_order(rows, s.batch_size // per, np.random.default_rng([s.seed, 0]),
-                          bucket_by_length=s.bucket_by_length, indptr=table.indptr)
+                          bucket_by_length=s.bucket_by_length, indptr=table.indptr,
+                          chunk_batches=s.bucket_chunk)
     return rows, per, maker, batches, hist_len
 
 

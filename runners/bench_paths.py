@@ -63,6 +63,10 @@ def measure(spec: dict, naive_steps: int | None, env: dict, timeout: float) -> t
     return opt, naive
 
 
+EARLIER_PATH = {"pair_rows": False, "bucket_chunk": 64}  # the training path before the CPU throughput issue:
+# independent rows, length buckets sorted in chunks of 64 batches
+
+
 def compare_paths(spec: dict, default: dict, processes: int, env: dict, timeout: float, model: str) -> dict:
     """Epoch time and examples/s of the earlier path (independent rows) and of the data-parallel one, beside the
     default (paired rows, one process); "-" where a path does not apply to the model."""
@@ -73,7 +77,7 @@ def compare_paths(spec: dict, default: dict, processes: int, env: dict, timeout:
            "threads": default["threads"]}
     fast = {**spec, "eval_users": 0, "profile": 0}
     if cls.train_format == "pointwise":
-        today = run_child("model-child", {**fast, "settings": {**spec["settings"], "pair_rows": False}}, env, timeout)
+        today = run_child("model-child", {**fast, "settings": {**spec["settings"], **EARLIER_PATH}}, env, timeout)
         if "error" not in today:
             out.update(today_ex_per_s=today["ex_per_s"], today_epoch_s=today["epoch_s"])
     if cls.data_parallel and processes > 1:

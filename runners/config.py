@@ -97,8 +97,8 @@ def train_settings(cfg: DictConfig, checkpoint_path: Path | None) -> TrainSettin
         epochs=t.epochs if t.epochs is not None else (m.get("reference_epochs") or m.epochs
                                                        if cfg.recipe == "reference" else m.epochs),
         max_steps=t.max_steps, reshuffle=m.reshuffle,
-        bucket_by_length=t.bucket_by_length, max_len=m.max_len, eval_every=t.eval_every,
-        eval_batch_size=t.eval_batch_size, select_on=p.select_on, track_test=p.track_test, patience=t.patience,
+        bucket_by_length=t.bucket_by_length, bucket_chunk=t.bucket_chunk, max_len=m.max_len,
+        eval_every=t.eval_every, eval_batch_size=t.eval_batch_size, select_on=p.select_on, track_test=p.track_test, patience=t.patience,
         seed=cfg.seed,
         progress=show_progress(t.progress), checkpoint_path=str(checkpoint_path) if checkpoint_path else None,
         checkpoint_every=t.checkpoint_every, debug_nan_at_step=t.debug_nan_at_step, pair_rows=t.pair_rows,

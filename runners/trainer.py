@@ -52,6 +52,7 @@ class TrainSettings:
     max_steps: int | None = None
     reshuffle: bool = True  # False: one shuffle (epoch 0's order) for every epoch, as the reference BPR
     bucket_by_length: bool = True
+    bucket_chunk: int = 1024  # batches per chunk sorted by history length (datasets/batching.batch_order)
     max_len: int | None = None
     eval_every: int = 1000  # steps; 0 = at the end of each epoch
     eval_batch_size: int = 1024
@@ -93,6 +94,8 @@ def check_settings(s: TrainSettings, gradient_free: bool = False) -> None:
         problems.append(f"model.clip_norm must be > 0 or null, got {s.clip_norm!r}")
     if s.eval_every < 0:
         problems.append(f"trainer.eval_every must be >= 0, got {s.eval_every!r}")
+    if not isinstance(s.bucket_chunk, int) or s.bucket_chunk < 1:
+        problems.append(f"trainer.bucket_chunk must be an integer >= 1, got {s.bucket_chunk!r}")
     if s.replicate_width != "auto" and not (isinstance(s.replicate_width, int) and s.replicate_width >= 0):
         problems.append(f"trainer.replicate_width must be auto or an integer >= 0, got {s.replicate_width!r}")
     if problems:
@@ -273,7 +276,7 @@ class TrainingLoop:
         s, state = self.s, self.state
         rng = np.random.default_rng([s.seed, state.epoch if s.reshuffle else 0])
         batches = batch_order(self.runner.rows, self.indices_per_batch, rng, bucket_by_length=s.bucket_by_length,
-                              indptr=self.table.indptr)
+                              indptr=self.table.indptr, chunk_batches=s.bucket_chunk)
         for idx in batches[state.batch_in_epoch:]:
             self.train_one(idx)
             stopped = bool(s.eval_every) and state.step % s.eval_every == 0 and self.eval_and_agree()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from datasets.batching import BatchMaker, batch_order, time_bucket, train_rows
@@ -59,3 +60,22 @@ def test_length_bucketing_cuts_padding_and_keeps_every_row(clothing_table):
     bucketed = batch_order(rows, 32, np.random.default_rng(0), bucket_by_length=True, indptr=t.indptr)
     assert sorted(np.concatenate(bucketed).tolist()) == list(range(len(rows)))
     assert padded_fraction(bucketed) < 0.5 * padded_fraction(plain)
+
+
+def test_larger_bucket_chunks_pad_the_long_tail_less(clothing_table):
+    """The rare long histories share a chunk of 64 batches with much shorter ones; 1,024-batch chunks (the default
+    since 2026-12-06) group them with each other. Every row still comes exactly once."""
+    t = clothing_table
+    rows = train_rows(t, make_split(t, "paper"), "pointwise", paired=True)
+    lengths = rows.end - t.indptr[rows.user]
+    long_rows = lengths >= np.quantile(lengths, 0.99)
+
+    def tail_padding(chunk):
+        batches = batch_order(rows, 16, np.random.default_rng(0), indptr=t.indptr, chunk_batches=chunk)
+        assert sorted(np.concatenate(batches).tolist()) == list(range(len(rows)))
+        tail = [b for b in batches if long_rows[b].any()]
+        return sum(lengths[b].max() * len(b) for b in tail) / sum(lengths[b].sum() for b in tail)
+
+    assert tail_padding(1024) < 0.8 * tail_padding(64)
+    with pytest.raises(ValueError, match="chunk_batches must be at least 1"):
+        batch_order(rows, 16, np.random.default_rng(0), indptr=t.indptr, chunk_batches=0)

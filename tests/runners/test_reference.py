@@ -32,7 +32,8 @@ def test_reference_recipe(model):
 def test_default_recipe_is_the_cleaner_one():
     cnn, atrank = compose(["model=cnn"]), compose(["model=atrank"])
     assert model_params(cnn)["padding_mode"] == "valid" and model_params(atrank)["time_slots"] == 13
-    assert train_settings(cnn, None).bucket_by_length
+    assert train_settings(cnn, None).bucket_by_length and train_settings(cnn, None).bucket_chunk == 1024
+    assert train_settings(compose(["model=cnn", "trainer.bucket_chunk=64"]), None).bucket_chunk == 64
     assert train_settings(compose(["model=cnn", "experiment=reference", "trainer.epochs=1"]), None).epochs == 1
 
 

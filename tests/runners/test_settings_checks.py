@@ -18,6 +18,7 @@ BASE = ["model=bpr", "dataset=sample"]
     ("model.lr=-1", "model.lr must be a finite number > 0, got -1"),
     ("model.optimizer=rmsprop", "model.optimizer must be one of sgd, adam, adagrad, got 'rmsprop'"),
     ("+trainer.max_step=200", "unknown trainer setting(s) ['max_step']"),
+    ("trainer.bucket_chunk=0", "trainer.bucket_chunk must be an integer >= 1, got 0"),
 ])
 def test_bad_setting_stops_before_any_run_with_its_key(override, message, tmp_path, monkeypatch):
     from runners.run import run
