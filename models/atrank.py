@@ -40,7 +40,8 @@ from torch import nn
 from datasets.batch import N_TIME_BUCKETS, Batch
 from models.behaviour_groups import GroupEncoders
 from models.interface import PointwiseModel
-from models.layers import FeedForward, ItemCategoryEmbedding, MultiHeadAttention, l2_half_sum, tf_default_init_
+from models.layers import (FeedForward, ItemCategoryEmbedding, KeyMask, MultiHeadAttention, l2_half_sum,
+                           tf_default_init_)
 from models.registry import register
 
 RATING_GROUP = torch.tensor([2, 0, 0, 1, 2, 2])  # rating 0 (unknown), 1..5 -> group
@@ -76,18 +77,20 @@ class ATRank(PointwiseModel):
         self.l2_reg = l2_reg
         tf_default_init_(self)
 
-    def encode_history(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-        """The self-attention blocks' output over the history and its mask (typed: all groups, concatenated)."""
+    def encode_history(self, batch: Batch, hist_emb: torch.Tensor | None = None) -> tuple[torch.Tensor, KeyMask]:
+        """The self-attention blocks' output over the history and its key mask, prepared once for every attention
+        over it (typed: all groups, concatenated). `hist_emb`: the history's item embeddings, if looked up already."""
         if self.typed is not None:
             h, mask = self.typed.history(batch)  # [B, L + sum Lg, 128]
         else:
-            h, mask = self.behaviours(batch), batch.mask
+            h, mask = self.behaviours(batch, hist_emb), batch.mask
+        mask = KeyMask.of(mask)
         for att, ff in zip(self.self_att, self.self_ff):
             h = ff(att(h, h, mask))
         return h, mask
 
-    def behaviours(self, batch: Batch) -> torch.Tensor:
-        x = self.items(batch.hist)  # [B, L, 128]
+    def behaviours(self, batch: Batch, x: torch.Tensor | None = None) -> torch.Tensor:
+        x = self.items(batch.hist) if x is None else x  # [B, L, 128]
         t = nn.functional.one_hot(batch.hist_time, N_TIME_BUCKETS)[..., : self.time_slots].to(x.dtype)
         x = torch.cat([x, t], dim=-1)  # [B, L, 128 + slots]
         if self.n_groups == 1:
@@ -103,7 +106,7 @@ class ATRank(PointwiseModel):
             return self.typed.targets(items), self.typed.target_bias(items)
         return self.items(items), self.items.item_bias(items)
 
-    def user_vectors(self, h: torch.Tensor, mask: torch.Tensor, target_emb: torch.Tensor) -> torch.Tensor:
+    def user_vectors(self, h: torch.Tensor, mask: KeyMask, target_emb: torch.Tensor) -> torch.Tensor:
         u = target_emb  # [B, C, 128]: each candidate is a query
         for att, ff in zip(self.target_att, self.target_ff):
             u = ff(att(u, h, mask))
@@ -111,8 +114,14 @@ class ATRank(PointwiseModel):
 
     def logits_and_penalty(self, batch: Batch, candidates: torch.Tensor,
                            penalty: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
-        h, mask = self.encode_history(batch)  # once per history, shared by its C candidates (paired batch: C = 2)
-        t, bias = self.target_embedding(candidates)  # [B, C, 128], [B, C]
+        if self.typed is None:  # one lookup for the history and the candidates: fewer calls in a narrow step
+            L = batch.hist.shape[1]
+            emb = self.items(torch.cat([batch.hist, candidates], dim=1))  # [B, L + C, 128]
+            h, mask = self.encode_history(batch, emb[:, :L])  # once per history, shared by its C candidates
+            t, bias = emb[:, L:], self.items.item_bias(candidates)  # [B, C, 128], [B, C]
+        else:
+            h, mask = self.encode_history(batch)
+            t, bias = self.target_embedding(candidates)
         u = self.user_vectors(h, mask, t)  # [B, C, 128]: each candidate is a query
         logits = bias + (u * t).sum(-1)  # [B, C]
         return logits, self.l2_reg * l2_half_sum(u, t) if penalty else None

@@ -1,6 +1,8 @@
 """Blocks that more than one model uses. Shapes: B batch, L history length, C candidates, D width."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 from torch import nn
@@ -41,8 +43,30 @@ class LayerNorm(nn.Module):
         super().__init__()
         self.norm = nn.LayerNorm(dim, eps=eps)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.norm(x)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # the functional call: one module call less per norm
+        n = self.norm
+        return nn.functional.layer_norm(x, n.normalized_shape, n.weight, n.bias, n.eps)
+
+
+@dataclass(frozen=True)
+class KeyMask:
+    """A key-padding mask prepared once for every attention over the same keys (ATRank's self and target
+    attention share it). A row whose keys are all padding attends over all its slots (a finite softmax) and its
+    context is zeroed: the same values as masking with -inf and replacing the NaN rows by zeros, without NaNs in
+    backward."""
+
+    allowed: torch.Tensor  # [N, 1, 1, Tk] bool: keys a query may attend to
+    has_key: torch.Tensor | None  # [N] rows with a real key; None when every row has one
+
+    @classmethod
+    def of(cls, key_mask: torch.Tensor) -> KeyMask:
+        """From key_mask [N, Tk] (True = real)."""
+        has_key = key_mask.any(-1)  # [N]
+        # the shortcut reads a value back: on the CPU only (on an accelerator a host sync per call, and no CUDA
+        # graph could capture it); the general path gives the same values when every row has a key
+        if key_mask.device.type == "cpu" and bool(has_key.all()):
+            return cls(key_mask[:, None, None, :], None)
+        return cls((key_mask | ~has_key[:, None])[:, None, None, :], has_key)
 
 
 class MultiHeadAttention(nn.Module):
@@ -60,27 +84,21 @@ class MultiHeadAttention(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.norm = LayerNorm(dim)
 
-    def forward(self, queries: torch.Tensor, keys: torch.Tensor, key_mask: torch.Tensor) -> torch.Tensor:
-        # queries [N, Tq, D], keys [N, Tk, D], key_mask [N, Tk] (True = real)
+    def forward(self, queries: torch.Tensor, keys: torch.Tensor, key_mask: torch.Tensor | KeyMask) -> torch.Tensor:
+        # queries [N, Tq, D], keys [N, Tk, D], key_mask [N, Tk] (True = real) or prepared (KeyMask.of)
+        mask = key_mask if isinstance(key_mask, KeyMask) else KeyMask.of(key_mask)
         N, Tq, D = queries.shape
         h = self.n_heads
         q = torch.relu(self.q(queries)).view(N, Tq, h, D // h).transpose(1, 2)  # [N, h, Tq, D/h]
         k = torch.relu(self.k(keys)).view(N, -1, h, D // h).transpose(1, 2)  # [N, h, Tk, D/h]
         v = torch.relu(self.v(keys)).view(N, -1, h, D // h).transpose(1, 2)
-        # A row whose keys are all padding attends over all its slots (a finite softmax) and its context is zeroed
-        # below: the same values as masking with -inf and replacing the NaN rows by zeros, without NaNs in backward.
-        has_key = key_mask.any(-1)  # [N]
-        # the shortcut reads a value back: on the CPU only (on an accelerator a host sync per call, and no CUDA
-        # graph could capture it); the general path gives the same values when every row has a key
-        all_real = key_mask.device.type == "cpu" and bool(has_key.all())
-        allowed = (key_mask if all_real else key_mask | ~has_key[:, None])[:, None, None, :]  # [N, 1, 1, Tk]
         if self.training and self.dropout.p > 0:  # dropout on the weights: spelled out (SDPA's dropout differs)
-            logits = (q @ k.transpose(-1, -2) / (D // h) ** 0.5).masked_fill(~allowed, float("-inf"))
+            logits = (q @ k.transpose(-1, -2) / (D // h) ** 0.5).masked_fill(~mask.allowed, float("-inf"))
             context = self.dropout(torch.softmax(logits, dim=-1)) @ v  # [N, h, Tq, D/h]
         else:  # fused softmax(q k^T / sqrt(D/h) + mask) v: no [N, h, Tq, Tk] intermediates kept for backward
-            context = nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=allowed)
-        if not all_real:
-            context = context * has_key[:, None, None, None]
+            context = nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask.allowed)
+        if mask.has_key is not None:
+            context = context * mask.has_key[:, None, None, None]
         return self.norm(context.transpose(1, 2).reshape(N, Tq, D) + queries)  # [N, Tq, D]
 
 
@@ -99,7 +117,11 @@ class FeedForward(nn.Module):
 
 def l2_half_sum(*tensors: torch.Tensor) -> torch.Tensor:
     """sum(x^2) / 2 over all elements, like tf.nn.l2_loss (the reference's regulariser, summed over the batch)."""
-    return sum((t.pow(2).sum() for t in tensors), torch.zeros(())) / 2
+    total = tensors[0].pow(2).sum()
+    total = total.to(torch.promote_types(total.dtype, torch.float32))  # as a float32 zero start would (bf16 in)
+    for t in tensors[1:]:
+        total = total + t.pow(2).sum()
+    return total / 2
 
 
 def reverse_padded(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:

@@ -1,12 +1,13 @@
 """Sparse embedding gradients (runners/optim.py prepare_optimizer) give the same training as dense ones.
 
 The trainer switches every nn.Embedding to sparse gradients when the optimiser's update is unchanged by it (SGD or
-Adagrad without weight decay); clipping then goes through the sparse-aware clip_grad_norm. Same seed and batches,
-both ways: every parameter must agree to float tolerance after a few dozen steps, with and without clipping.
+Adagrad without weight decay); clipping then goes through the sparse-aware clip_grad_norm. At every step of a
+25-step training, the sparse step from the same weights must land on the dense step's weights to rounding level,
+with and without clipping.
 """
 from __future__ import annotations
 
-from dataclasses import replace
+import copy
 
 import numpy as np
 import pytest
@@ -33,19 +34,35 @@ def data():
     return table, make_split(table, "paper", 1234)
 
 
-def train_params(model_name: str, params: dict, s: TrainSettings, data, steps: int = 25) -> dict[str, torch.Tensor]:
+def sparse_step_gaps(model_name: str, params: dict, s: TrainSettings, data, steps: int = 25
+                     ) -> tuple[list[float], dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Along `steps` steps of dense-gradient training: from the same weights (and optimiser state), the largest
+    parameter difference between the dense step and the sparse one (prepare_optimizer's sparse_grad="auto"), per
+    step; plus the weights at the start and the end. Comparing step by step, not two whole trajectories, keeps the
+    check at rounding level: at SGD lr 1.0 a rounding difference (sparse rows are summed in another order than
+    dense ones) that meets a ReLU kink grows by orders of magnitude within a few steps."""
     table, split = data
     seed_everything(0)
     model = get_model(model_name)(n_users=table.n_users, n_items=table.n_items, n_categories=table.n_categories,
                                   item_category=table.item_category, **params)
     rows = train_rows(table, split, model.train_format)
     maker = BatchMaker(table, max_len=s.max_len)
-    optimizer, plist = prepare_optimizer(model, s.optimizer, s.lr, s.weight_decay, s.sparse_grad)
-    assert all(m.sparse == (s.sparse_grad == "auto") for m in model.modules() if isinstance(m, torch.nn.Embedding))
-    batches = batch_order(rows, s.batch_size, np.random.default_rng([0, 0]), indptr=table.indptr)
-    for idx in batches[:steps]:
-        train_step(model, optimizer, plist, maker.make(rows.take(idx)), s.clip_norm)
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+    optimizer, plist = prepare_optimizer(model, s.optimizer, s.lr, s.weight_decay, sparse_grad=False)
+    start = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    gaps = []
+    for idx in batch_order(rows, s.batch_size, np.random.default_rng([0, 0]), indptr=table.indptr)[:steps]:
+        batch = maker.make(rows.take(idx))
+        twin = copy.deepcopy(model)
+        twin_optimizer, twin_plist = prepare_optimizer(twin, s.optimizer, s.lr, s.weight_decay, sparse_grad="auto")
+        assert all(m.sparse for m in twin.modules() if isinstance(m, torch.nn.Embedding))
+        for p, q in zip(plist, twin_plist):  # Adagrad's sums so far
+            twin_optimizer.state[q] = copy.deepcopy(optimizer.state[p])
+        rng = torch.get_rng_state()  # AttRec draws its negatives in the step: the same ones for both
+        train_step(model, optimizer, plist, batch, s.clip_norm)
+        torch.set_rng_state(rng)
+        train_step(twin, twin_optimizer, twin_plist, batch, s.clip_norm)
+        gaps.append(max(float((p - q).detach().abs().max()) for p, q in zip(plist, twin_plist)))
+    return gaps, start, {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
 CASES = [  # (model, params, optimiser, lr, clip): the Table 3 recipes (SGD lr 1, clip 5; BPR unclipped) + Adagrad
@@ -58,15 +75,12 @@ CASES = [  # (model, params, optimiser, lr, clip): the Table 3 recipes (SGD lr 1
 
 
 @pytest.mark.parametrize("model_name,params,optimizer,lr,clip", CASES)
-def test_sparse_and_dense_gradients_train_the_same_weights(data, model_name, params, optimizer, lr, clip):
-    s = TrainSettings(optimizer=optimizer, lr=lr, clip_norm=clip, batch_size=32, sparse_grad=False)
-    start = train_params(model_name, params, s, data, steps=0)
-    dense = train_params(model_name, params, s, data)
-    sparse = train_params(model_name, params, replace(s, sparse_grad="auto"), data)
-    for name, d in dense.items():
-        torch.testing.assert_close(sparse[name], d, rtol=1e-4, atol=1e-5, msg=lambda m: f"{name}: {m}")
-    embeddings = [k for k in dense if k.endswith("weight") and dense[k].shape[0] in (data[0].n_items, data[0].n_users)]
-    assert embeddings and all(not torch.equal(dense[k], start[k]) for k in embeddings)  # training moved them
+def test_sparse_and_dense_gradients_make_the_same_steps(data, model_name, params, optimizer, lr, clip):
+    s = TrainSettings(optimizer=optimizer, lr=lr, clip_norm=clip, batch_size=32)
+    gaps, start, end = sparse_step_gaps(model_name, params, s, data)
+    assert len(gaps) >= 10 and max(gaps) < 1e-5, gaps  # 25 steps (AttRec: its 10 batches of users)
+    embeddings = [k for k in end if k.endswith("weight") and end[k].shape[0] in (data[0].n_items, data[0].n_users)]
+    assert embeddings and all(not torch.equal(end[k], start[k]) for k in embeddings)  # training moved them
 
 
 def test_auto_keeps_adam_and_weight_decay_dense():
