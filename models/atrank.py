@@ -69,7 +69,8 @@ class ATRank(PointwiseModel):
             self.n_groups = 1 if behavior_groups == "one" else 3
             self.items = ItemCategoryEmbedding(n_items, n_categories, item_category, item_dim, cat_dim)
             self.behavior = nn.ModuleList(nn.Linear(hidden + time_slots, hidden) for _ in range(self.n_groups))
-        self.self_att = nn.ModuleList(MultiHeadAttention(hidden, n_heads, dropout) for _ in range(n_blocks))
+        self.self_att = nn.ModuleList(MultiHeadAttention(hidden, n_heads, dropout, self_attention=True)
+                                      for _ in range(n_blocks))
         self.self_ff = nn.ModuleList(FeedForward(hidden) for _ in range(n_blocks))
         self.target_att = nn.ModuleList(MultiHeadAttention(hidden, n_heads, dropout) for _ in range(n_blocks))
         self.target_ff = nn.ModuleList(FeedForward(hidden) for _ in range(n_blocks))

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from models.layers import MultiHeadAttention, reverse_padded, rnn_over_padded
+from models.layers import MultiHeadAttention, reverse_padded, rnn_over_padded, tf_default_init_
 from models.sasrec import CausalSelfAttention
 
 
@@ -20,9 +20,9 @@ def explicit_atrank_attention(att: MultiHeadAttention, queries, keys, key_mask):
     """The original formulation (before the fused kernel)."""
     N, Tq, D = queries.shape
     h = att.n_heads
-    q = torch.relu(att.q(queries)).view(N, Tq, h, D // h).transpose(1, 2)
-    k = torch.relu(att.k(keys)).view(N, -1, h, D // h).transpose(1, 2)
-    v = torch.relu(att.v(keys)).view(N, -1, h, D // h).transpose(1, 2)
+    q = torch.relu(nn.functional.linear(queries, *att.kernel("q"))).view(N, Tq, h, D // h).transpose(1, 2)
+    k = torch.relu(nn.functional.linear(keys, *att.kernel("k"))).view(N, -1, h, D // h).transpose(1, 2)
+    v = torch.relu(nn.functional.linear(keys, *att.kernel("v"))).view(N, -1, h, D // h).transpose(1, 2)
     logits = q @ k.transpose(-1, -2) / (D // h) ** 0.5
     logits = logits.masked_fill(~key_mask[:, None, None, :], float("-inf"))
     weights = torch.softmax(logits, dim=-1).nan_to_num(0.0)
@@ -51,6 +51,35 @@ def test_atrank_attention_equals_the_explicit_formula(tq, all_padding_row):
     for a, b in zip(g_fast, g_slow):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
     assert all(torch.isfinite(g).all() for g in g_fast)
+
+
+def test_stacked_self_attention_is_the_three_projections():
+    torch.manual_seed(0)
+    stacked, separate = MultiHeadAttention(32, n_heads=4, self_attention=True), MultiHeadAttention(32, n_heads=4)
+    with torch.no_grad():  # the same Q, K, V kernels, stored stacked three ways and two ways
+        separate.q.weight.copy_(stacked.kernel("q")[0]), separate.q.bias.copy_(stacked.kernel("q")[1])
+        separate.kv.weight.copy_(stacked.qkv.weight[32:]), separate.kv.bias.copy_(stacked.qkv.bias[32:])
+    x = torch.randn(3, 6, 32)
+    mask = torch.arange(6)[None, :] < torch.tensor([6, 1, 0])[:, None]
+    torch.testing.assert_close(stacked(x, x, mask), separate(x, x, mask))
+    torch.testing.assert_close(stacked(x, x, mask), explicit_atrank_attention(stacked, x, x, mask))
+    with pytest.raises(ValueError, match="attends over its own queries"):
+        stacked(x, torch.randn(3, 6, 32), mask)
+
+
+def test_stacked_kernels_start_as_separate_layers_would():
+    """tf_default_init_ draws a stacked layer's blocks as it drew the separate layers, in the same order."""
+    att = MultiHeadAttention(32, n_heads=4, self_attention=True)
+    layers = [nn.Linear(32, 32) for _ in range(3)]
+    torch.manual_seed(0)
+    tf_default_init_(att)
+    torch.manual_seed(0)
+    for layer in layers:
+        tf_default_init_(layer)
+    for name, layer in zip("qkv", layers):
+        torch.testing.assert_close(att.kernel(name)[0], layer.weight, rtol=0, atol=0)
+    bound = (6 / (32 + 32)) ** 0.5  # Glorot over one [32 x 32] kernel, not over the [96 x 32] stack
+    assert att.qkv.weight.abs().max() <= bound and att.qkv.weight.abs().max() > 0.9 * bound
 
 
 def test_atrank_attention_with_dropout_uses_the_explicit_path_in_training_only():
