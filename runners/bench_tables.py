@@ -108,11 +108,10 @@ def paths_markdown(rows: list[dict], dataset: str, processes: int) -> str:
     t = rows[0]
     lines += ["", "today = the earlier path: independent rows, length buckets sorted 64 batches at a time "
               f"(trainer.pair_rows=false trainer.bucket_chunk=64), one process, {t['threads']} thread(s); paired = the "
-              f"default recipe (B/2 prefixes per batch of B rows), one process, same threads; "
-              f"paired + {processes} "
-              f"processes = trainer.processes={processes}, {t.get('dp_threads', '-')} thread(s) each, gradients summed "
-              "through shared memory. '-': the path does not apply (pairing is for pointwise models; AttRec, SASRec "
-              "and POP train in one process)."]
+              "default recipe (B/2 prefixes per batch of B rows), one process, same threads; paired + "
+              f"{processes} processes = trainer.processes={processes}, {t.get('dp_threads', '-')} thread(s) each, "
+              "gradients summed through shared memory. '-': the path does not apply (pairing is for pointwise models; "
+              "AttRec, SASRec and POP train in one process)."]
     return "\n".join(lines)
 
 

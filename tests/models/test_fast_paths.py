@@ -57,8 +57,9 @@ def test_stacked_self_attention_is_the_three_projections():
     torch.manual_seed(0)
     stacked, separate = MultiHeadAttention(32, n_heads=4, self_attention=True), MultiHeadAttention(32, n_heads=4)
     with torch.no_grad():  # the same Q, K, V kernels, stored stacked three ways and two ways
-        separate.q.weight.copy_(stacked.kernel("q")[0]), separate.q.bias.copy_(stacked.kernel("q")[1])
-        separate.kv.weight.copy_(stacked.qkv.weight[32:]), separate.kv.bias.copy_(stacked.qkv.bias[32:])
+        for layer, rows in ((separate.q, slice(0, 32)), (separate.kv, slice(32, 96))):
+            layer.weight.copy_(stacked.qkv.weight[rows])
+            layer.bias.copy_(stacked.qkv.bias[rows])
     x = torch.randn(3, 6, 32)
     mask = torch.arange(6)[None, :] < torch.tensor([6, 1, 0])[:, None]
     torch.testing.assert_close(stacked(x, x, mask), separate(x, x, mask))
