@@ -123,7 +123,7 @@ def _parallel_times(times_path: Path, seq_path: Path, linenos: list[int], users:
 
     def where(k: int) -> str:  # flat index -> the line and the column (column 1 is the user)
         i = int(np.searchsorted(starts, k, side="right")) - 1
-        return f"line {where_line[i]}, column {k - starts[i] + 2} (time {k - starts[i] + 1} of the line)"
+        return f"line {where_line[i]}, column {k - starts[i] + 2}"
 
     seconds = to_seconds(np.concatenate(out), time_unit, times_path, where)
     return np.split(seconds, starts[1:-1])
