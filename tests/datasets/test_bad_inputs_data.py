@@ -339,3 +339,20 @@ def test_duplicates_keep_through_compose_keeps_the_rows(tmp_path):
                                                                                          d.short_users))
         counts[policy] = (table.n_interactions, table.cleaning.get("duplicate_rows_dropped"))
     assert counts == {"drop": (12, 1), "keep": (13, None)}
+
+
+@pytest.mark.parametrize("overrides", [
+    ["dataset=amazon_hin", "dataset.options.behaviours=[brand,category]", "dataset.options.time_unit=ms"],
+    ["dataset=interactions", "dataset.options.path=x.txt", "dataset.options.format=sequence",
+     "dataset.options.times_path=t.txt", "dataset.options.repeated_users=concat", "dataset.options.time_unit=us"],
+    ["dataset=interactions", "dataset.options.path=x.inter", "dataset.options.user_col=user_id",
+     "dataset.options.item_col=item_id", "dataset.options.time_col=timestamp", "dataset.options.item_path=x.item",
+     "dataset.options.category_col=categories", "dataset.options.rating_col=rating"],
+    ["dataset=clothing_seq", "dataset.options.repeated_users=concat"],
+    ["dataset=grocery", "dataset.options.time_unit=ms"],
+], ids=["hin", "sequence", "recbole", "clothing_seq", "grocery"])
+def test_the_other_readme_options_compose_without_a_plus(overrides):
+    cfg = compose(overrides)
+    for o in overrides[1:]:
+        key, value = o.split("=", 1)
+        assert str(cfg.dataset.options[key.split(".")[-1]]).replace("'", "").replace(" ", "") == value, o
