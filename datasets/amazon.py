@@ -22,9 +22,10 @@ import pandas as pd
 from datasets import synthetic
 from datasets.download import DownloadFailed, download_file, load_manifest
 from datasets.lines import iter_lines, read_blocks, snippet
-from datasets.raw_errors import DataFormatError, DataNotFoundError
+from datasets.raw_errors import DataFormatError, DataNotFoundError, require_files
 from datasets.raw_frames import meta_frame, reviews_frame
 from datasets.raw_types import RawData
+from datasets.times import check_time_unit, to_seconds
 
 AMAZON_EXPECTED = {
     "Electronics": {"users": 192_403, "items": 63_001, "categories": 801, "interactions": 1_689_188},
@@ -40,8 +41,10 @@ _META_ASIN = re.compile(rb"""\s*\{\s*(?:'asin'|"asin")\s*:\s*(?:'([^'\\]*)'|"([^
 
 
 def prepare_amazon(data_root: Path, cache_dir: Path, category: str = "Electronics", download: bool = True,
-                   subdir: str = "amazon") -> tuple[list[Path], Callable[[], RawData]]:
-    """Find (or download) the reviews + meta files of `category` under data_root/subdir; return them and a parser."""
+                   subdir: str = "amazon", time_unit: str = "s") -> tuple[list[Path], Callable[[], RawData]]:
+    """Find (or download) the reviews + meta files of `category` under data_root/subdir; return them and a parser
+    (`time_unit`: the unit of unixReviewTime, seconds in the published files)."""
+    check_time_unit(time_unit)
     if not re.fullmatch(r"[A-Za-z_]+", category):
         raise ValueError(f"amazon category must look like 'Electronics' or 'Clothing_Shoes_and_Jewelry', got "
                          f"{category!r}")
@@ -53,7 +56,8 @@ def prepare_amazon(data_root: Path, cache_dir: Path, category: str = "Electronic
     if missing:
         raise DataNotFoundError(_amazon_missing_message(category, directory, missing, download, attempts))
     reviews_path, meta_path = found[names[0]], found[names[1]]
-    return [reviews_path, meta_path], lambda: parse_amazon(reviews_path, meta_path, AMAZON_EXPECTED.get(category))
+    return [reviews_path, meta_path], lambda: parse_amazon(reviews_path, meta_path, AMAZON_EXPECTED.get(category),
+                                                           time_unit)
 
 
 def prepare_sample(data_root: Path, cache_dir: Path, n_users: int = 3000, n_items: int = 1500,
@@ -70,9 +74,12 @@ def prepare_sample(data_root: Path, cache_dir: Path, n_users: int = 3000, n_item
 
 
 def _find_plain_or_gz(directory: Path, gz_name: str) -> Path | None:
-    for name in (gz_name, gz_name[: -len(".gz")]):
-        if (directory / name).is_file():
-            return directory / name
+    """The file, gzipped or unpacked; None when neither is there; a directory in its place is an error."""
+    candidates = [directory / name for name in (gz_name, gz_name[: -len(".gz")])]
+    for p in candidates:
+        if p.is_file():
+            return p
+    require_files([p for p in candidates if p.exists()], "amazon", f"the Amazon 2014 file {gz_name}")
     return None
 
 
@@ -117,9 +124,12 @@ def _amazon_missing_message(category: str, directory: Path, missing: list[str], 
     return "\n".join(lines)
 
 
-def parse_amazon(reviews_path: Path, meta_path: Path, expected: dict[str, int] | None = None) -> RawData:
+def parse_amazon(reviews_path: Path, meta_path: Path, expected: dict[str, int] | None = None,
+                 time_unit: str = "s") -> RawData:
     """Parse a reviews + meta pair (streamed line by line; meta kept only for reviewed asins)."""
     reviews, reviewed = _parse_reviews(reviews_path)
+    reviews["time"] = to_seconds(reviews["time"].to_numpy(), time_unit, reviews_path,
+                                 lambda i: f"line {_line_of_row(reviews_path, i)}, key 'unixReviewTime'")
     meta, notes = _parse_meta(meta_path, reviewed)
     return RawData(reviews=reviews, meta=meta, files=(reviews_path, meta_path), expected=expected, notes=notes)
 
@@ -221,6 +231,14 @@ def _parse_reviews_lines(path: Path) -> pd.DataFrame:
     return reviews_frame(user_keys[np.frombuffer(user_codes, dtype=np.int32)],
                          item_keys[np.frombuffer(item_codes, dtype=np.int32)],
                          np.frombuffer(times, dtype=np.int64), np.frombuffer(ratings, dtype=np.float32))
+
+
+def _line_of_row(path: Path, row: int) -> int:
+    """The line number of the `row`-th (0-based) review: blank lines hold none."""
+    for k, (lineno, _) in enumerate(iter_lines(path, _REVIEW_EXPECTED)):
+        if k == row:
+            return lineno
+    raise IndexError(f"{path} has fewer than {row + 1} reviews")
 
 
 def _review_error(path: Path, lineno: int, line: bytes, e: Exception) -> str:

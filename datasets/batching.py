@@ -65,12 +65,14 @@ def train_rows(table: Table, split: Split, train_format: str, paired: bool = Fal
 
 
 def eval_rows(table: Table, split: Split, which: str) -> Rows:
-    """One row per user: target = the held-out item, neg = its frozen negative."""
+    """One row per held-out user: target = the held-out item, neg = its frozen negative (users too short for the
+    protocol, position -1, are training data only: no row)."""
     pos = split.test_pos if which == "test" else split.valid_pos
     if pos is None:
         raise ValueError(f"protocol {split.protocol!r} has no {which} set")
-    users = np.arange(table.n_users, dtype=np.int64)
-    return Rows(users, pos.astype(np.int64), table.items[pos].astype(np.int64), neg=split.neg[pos].astype(np.int64))
+    users = np.flatnonzero(pos >= 0).astype(np.int64)
+    pos = pos[users].astype(np.int64)
+    return Rows(users, pos, table.items[pos].astype(np.int64), neg=split.neg[pos].astype(np.int64))
 
 
 class BatchMaker:

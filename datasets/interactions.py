@@ -25,6 +25,7 @@ from datasets.raw_frames import one_category_meta, pad_ids, reviews_frame
 from datasets.raw_types import RawData
 from datasets.recbole import header_columns, item_categories
 from datasets.sequences import parse_sequences
+from datasets.times import check_time_unit, to_seconds
 
 FORMATS = {".csv": "table", ".tsv": "table", ".parquet": "table", ".pq": "table", ".txt": "sequence",
            ".inter": "recbole"}
@@ -35,24 +36,31 @@ Where = Callable[[int], str]  # 0-based data row -> "line 5" / "row 4", for the 
 def prepare_interactions(data_root: Path, cache_dir: Path, path: str | Path | None = None, format: str = "auto",
                          user_col: str = "user", item_col: str = "item", time_col: str = "time",
                          category_col: str | None = None, rating_col: str | None = None, sep: str | None = None,
-                         times_path: str | Path | None = None, item_path: str | Path | None = None
+                         times_path: str | Path | None = None, item_path: str | Path | None = None,
+                         time_unit: str = "s", repeated_users: str = "error"
                          ) -> tuple[list[Path], Callable[[], RawData]]:
-    """The data at `path` (absolute, relative to the working directory, or else to data_root) and its parser."""
+    """The data at `path` (absolute, relative to the working directory, or else to data_root) and its parser.
+    `time_unit` (s | ms | us) is the unit of numeric times; `repeated_users` (error | concat) what a user on two
+    lines of a sequence file means (datasets/sequences.py)."""
     if path is None:
         raise TypeError("loader 'interactions' needs the option path=<your file> (dataset.options.path=...)")
     p = _locate(path, data_root)
     kind = _format(p, format)
+    check_time_unit(time_unit)
+    if kind != "sequence" and repeated_users != "error":
+        raise ValueError(f"dataset option repeated_users={repeated_users!r} applies to sequence files (one line "
+                         f"per user); {p} is read as format {kind!r}, one row per interaction")
     extra = [_locate(x, data_root) for x in (times_path, item_path) if x is not None]
     require_files([p, *extra], "interactions", f"your own data ({kind} format)")
     columns = {"user": user_col, "item": item_col, "time": time_col, "category": category_col, "rating": rating_col}
     columns = {k: v for k, v in columns.items() if v is not None}
     if kind == "sequence":
         times = _locate(times_path, data_root) if times_path is not None else None
-        return [p, *extra], lambda: parse_sequences(p, times)
+        return [p, *extra], lambda: parse_sequences(p, times, repeated_users=repeated_users, time_unit=time_unit)
     if kind == "recbole":
         items = _locate(item_path, data_root) if item_path is not None else None
-        return [p, *extra], lambda: _parse_recbole(p, columns, items)
-    return [p], lambda: _parse_interactions(p, columns, sep)
+        return [p, *extra], lambda: _parse_recbole(p, columns, items, time_unit)
+    return [p], lambda: _parse_interactions(p, columns, sep, time_unit)
 
 
 def _locate(path: str | Path, data_root: Path) -> Path:
@@ -73,10 +81,10 @@ def _format(path: Path, format: str) -> str:
     return kind
 
 
-def _parse_recbole(path: Path, columns: dict[str, str], item_path: Path | None) -> RawData:
+def _parse_recbole(path: Path, columns: dict[str, str], item_path: Path | None, time_unit: str) -> RawData:
     """A `.inter` file through the table parser (its typed header cells as the column names)."""
     on_inter = {role: name for role, name in columns.items() if not (role == "category" and item_path)}
-    raw = _parse_interactions(path, header_columns(path, on_inter), sep="\t")
+    raw = _parse_interactions(path, header_columns(path, on_inter), sep="\t", time_unit=time_unit)
     if item_path is None:
         return raw
     meta = item_categories(item_path, columns["item"], columns.get("category", "categories"))
@@ -91,7 +99,7 @@ def _pad_like(items: pd.Series, reviewed: pd.Series) -> np.ndarray:
     return items.to_numpy(dtype=object)
 
 
-def _parse_interactions(path: Path, columns: dict[str, str], sep: str | None) -> RawData:
+def _parse_interactions(path: Path, columns: dict[str, str], sep: str | None, time_unit: str) -> RawData:
     parquet = path.suffix.lower() in (".parquet", ".pq")
     where = (lambda i: f"row {i + 1}") if parquet else (lambda i: f"line {i + 2}")  # CSV line 1 is the header
     df = _read_columns(path, list(dict.fromkeys(columns.values())), parquet, sep)
@@ -99,7 +107,7 @@ def _parse_interactions(path: Path, columns: dict[str, str], sep: str | None) ->
     for role in ("user", "item", "category"):
         if role in columns:
             out[role] = _id_column(df[columns[role]], path, columns[role], where)
-    out["time"] = _time_column(df[columns["time"]], path, columns["time"], where)
+    out["time"] = _time_column(df[columns["time"]], path, columns["time"], where, time_unit)
     if "rating" in columns:
         out["rating"] = _rating_column(df[columns["rating"]], path, columns["rating"], where)
     reviews = reviews_frame(out["user"], out["item"], out["time"], out.get("rating"))
@@ -197,15 +205,26 @@ def _id_column(values: pd.Series, path: Path, name: str, where: Where) -> np.nda
     return text.to_numpy(dtype=object)
 
 
-def _time_column(values: pd.Series, path: Path, name: str, where: Where) -> np.ndarray:
-    """Unix seconds (integers or whole-second floats) or dates/datetimes (ISO 8601 text or a datetime column)."""
+def _time_column(values: pd.Series, path: Path, name: str, where: Where, time_unit: str) -> np.ndarray:
+    """Unix times in `time_unit` (integers or floats, floored to seconds) or dates/datetimes (ISO 8601 text or a
+    datetime column), as seconds between 1970 and 2100 (datasets/times.py)."""
+    def at(i: int) -> str:
+        return f"{where(i)}, column {name!r}"
+
     if pd.api.types.is_datetime64_any_dtype(values.dtype):
         if getattr(values.dt, "tz", None) is not None:
             values = values.dt.tz_convert(None)  # as UTC
-        return values.astype("datetime64[s]").astype(np.int64).to_numpy()
+        return _date_seconds(values.astype("datetime64[s]").astype(np.int64).to_numpy(), path, name, at, time_unit)
     numeric = pd.to_numeric(values, errors="coerce")
     if numeric.notna().all():
-        return np.floor(numeric.to_numpy(dtype=np.float64)).astype(np.int64)
+        if pd.api.types.is_integer_dtype(numeric.dtype):
+            return to_seconds(numeric.to_numpy(dtype=np.int64), time_unit, path, at)
+        number = numeric.to_numpy(dtype=np.float64)
+        if not np.isfinite(number).all():
+            i = int(np.argmax(~np.isfinite(number)))
+            raise DataFormatError(f"{path}, {at(i)}: time {values.iloc[i]!r} is not a finite number; expected "
+                                  f"unix times")
+        return to_seconds(np.floor(np.clip(number, -2.0 ** 62, 2.0 ** 62)).astype(np.int64), time_unit, path, at)
     parsed = pd.to_datetime(values, errors="coerce", format="ISO8601", utc=True)
     is_number, is_date = numeric.notna().to_numpy(), parsed.notna().to_numpy() & numeric.isna().to_numpy()
     neither = ~(is_number | is_date)
@@ -218,7 +237,17 @@ def _time_column(values: pd.Series, path: Path, name: str, where: Where) -> np.n
         raise DataFormatError(f"{path}, {where(max(a, b))}: column {name!r} mixes unix timestamps ({values.iloc[a]!r}"
                               f", {where(a)}) and dates ({values.iloc[b]!r}, {where(b)}); expected one of the two "
                               f"throughout")
-    return parsed.dt.tz_localize(None).astype("datetime64[s]").astype(np.int64).to_numpy()
+    seconds = parsed.dt.tz_localize(None).astype("datetime64[s]").astype(np.int64).to_numpy()
+    return _date_seconds(seconds, path, name, at, time_unit)
+
+
+def _date_seconds(seconds: np.ndarray, path: Path, name: str, at: Where, time_unit: str) -> np.ndarray:
+    """Dates as seconds, checked to lie between 1970 and 2100; a time_unit other than seconds has nothing to apply
+    to (dates carry their unit) and is refused rather than ignored."""
+    if time_unit != "s":
+        raise DataFormatError(f"{path}, {at(0)}: the column holds dates, but dataset.options.time_unit={time_unit} "
+                              f"is for numeric unix times; expected time_unit=s (the default) with dates")
+    return to_seconds(seconds, "s", path, at)
 
 
 def _rating_column(values: pd.Series, path: Path, name: str, where: Where) -> np.ndarray:

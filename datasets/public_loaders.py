@@ -15,6 +15,7 @@ from datasets.raw_errors import DataFormatError, require_files
 from datasets.raw_frames import meta_frame, one_category_meta, pad_ids, pad_ids_to, reviews_frame
 from datasets.raw_types import RawData
 from datasets.sequences import parse_sequences
+from datasets.times import check_time_unit, to_seconds
 
 CLOTHING_SEQ_EXPECTED = {"users": 39_387, "items": 23_033, "categories": 1, "interactions": 278_677}
 # 16 categories by the last-row rule (1: 2,310 items, 2: 412, and 14 other values on 31 items; checked on the file)
@@ -30,25 +31,29 @@ _GROCERY_META_EXPECTED = "a tab-separated header starting 'item_id<TAB>i_categor
 # ---------------------------------------------------------------------------------------------------------------
 # "clothing_seq": `reviewerID asin1 asin2 ...` per line.
 
-def prepare_clothing_seq(data_root: Path, cache_dir: Path, path: str | Path | None = None
-                         ) -> tuple[list[Path], Callable[[], RawData]]:
-    """The OpenP5 Clothing sequences; time = 86400 x position, one category "all"."""
+def prepare_clothing_seq(data_root: Path, cache_dir: Path, path: str | Path | None = None,
+                         repeated_users: str = "error") -> tuple[list[Path], Callable[[], RawData]]:
+    """The OpenP5 Clothing sequences; time = 86400 x position, one category "all"; `repeated_users` (error |
+    concat): what a user on two lines means (datasets/sequences.py)."""
     p = Path(path) if path is not None else data_root / "amazon_clothing_seq" / "user_sequence.txt"
     require_files([p], "clothing_seq",
                   "OpenP5 Amazon Clothing sequences: kitty-nami/OpenH5, data/Clothing/user_sequence.txt")
-    return [p], lambda: parse_sequences(p, expected=CLOTHING_SEQ_EXPECTED)
+    return [p], lambda: parse_sequences(p, expected=CLOTHING_SEQ_EXPECTED, repeated_users=repeated_users)
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # "amazon_hin": user_item.dat + item_category.dat.
 
-def prepare_amazon_hin(data_root: Path, cache_dir: Path) -> tuple[list[Path], Callable[[], RawData]]:
-    """The HIN Amazon files; each item's LAST item_category.dat row wins (the analogue of categories[-1][-1])."""
+def prepare_amazon_hin(data_root: Path, cache_dir: Path, time_unit: str = "s"
+                       ) -> tuple[list[Path], Callable[[], RawData]]:
+    """The HIN Amazon files; each item's LAST item_category.dat row wins (the analogue of categories[-1][-1]);
+    `time_unit` (s | ms | us): the unit of the unixtime column."""
+    check_time_unit(time_unit)
     d = data_root / "amazon_hin"
     files = [d / "user_item.dat", d / "item_category.dat"]
     require_files(files, "amazon_hin",
                   "librahu/HIN-Datasets-for-Recommendation-and-Network-Embedding, folder Amazon/")
-    return files, lambda: _parse_amazon_hin(*files)
+    return files, lambda: _parse_amazon_hin(*files, time_unit=time_unit)
 
 
 def split_counts(path: Path, lineno: int, line: bytes, sep: bytes, names: tuple[str, ...], sep_name: str,
@@ -61,8 +66,8 @@ def split_counts(path: Path, lineno: int, line: bytes, sep: bytes, names: tuple[
     return [parse_nonnegative_int(f, path, lineno, line, n, expected) for f, n in zip(fields, names)]
 
 
-def _parse_amazon_hin(user_item: Path, item_category: Path) -> RawData:
-    users, items, ratings, times = [], [], [], []
+def _parse_amazon_hin(user_item: Path, item_category: Path, time_unit: str) -> RawData:
+    users, items, ratings, times, linenos = [], [], [], [], []
     for lineno, line in iter_lines(user_item, _HIN_UI_EXPECTED):
         u, i, r, t = split_counts(user_item, lineno, line, b"\t", ("user", "item", "rating", "unixtime"),
                                    "tab-separated", _HIN_UI_EXPECTED)
@@ -70,6 +75,9 @@ def _parse_amazon_hin(user_item: Path, item_category: Path) -> RawData:
         items.append(i)
         ratings.append(r)
         times.append(t)
+        linenos.append(lineno)
+    times = to_seconds(np.asarray(times, dtype=np.int64), time_unit, user_item,
+                       lambda i: f"line {linenos[i]}, column 4 (unixtime)")
     category: dict[int, int] = {}
     for lineno, line in iter_lines(item_category, _HIN_IC_EXPECTED):
         item, cat = split_counts(item_category, lineno, line, b",", ("item", "category"), "comma-separated",
@@ -84,22 +92,30 @@ def _parse_amazon_hin(user_item: Path, item_category: Path) -> RawData:
 # ---------------------------------------------------------------------------------------------------------------
 # "grocery": ReChorus Grocery_and_Gourmet_Food.
 
-def prepare_grocery(data_root: Path, cache_dir: Path) -> tuple[list[Path], Callable[[], RawData]]:
-    """train.csv (tab) + dev.csv + test.csv (comma, CRLF) and item_meta.csv (tab, column i_category)."""
+def prepare_grocery(data_root: Path, cache_dir: Path, time_unit: str = "s"
+                    ) -> tuple[list[Path], Callable[[], RawData]]:
+    """train.csv (tab) + dev.csv + test.csv (comma, CRLF) and item_meta.csv (tab, column i_category);
+    `time_unit` (s | ms | us): the unit of the time column."""
+    check_time_unit(time_unit)
     d = data_root / "grocery_rechorus"
     files = [d / "train.csv", d / "dev.csv", d / "test.csv", d / "item_meta.csv"]
     require_files(files, "grocery", "THUwangcy/ReChorus data/Grocery_and_Gourmet_Food/ (train.csv, item_meta.csv) "
                                     "and the dev.csv / test.csv of its leave-one-out split")
-    return files, lambda: _parse_grocery(files[:3], files[3])
+    return files, lambda: _parse_grocery(files[:3], files[3], time_unit)
 
 
-def _parse_grocery(interaction_files: list[Path], item_meta: Path) -> RawData:
+def _parse_grocery(interaction_files: list[Path], item_meta: Path, time_unit: str) -> RawData:
     users, items, times = [], [], []
     for path in interaction_files:
-        for u, i, t in _grocery_interactions(path):
+        file_times, linenos = [], []
+        for lineno, u, i, t in _grocery_interactions(path):
             users.append(u)
             items.append(i)
-            times.append(t)
+            file_times.append(t)
+            linenos.append(lineno)
+        times.append(to_seconds(np.asarray(file_times, dtype=np.int64), time_unit, path,
+                                lambda k: f"line {linenos[k]}, column 'time'"))
+    times = np.concatenate(times)
     meta_items, meta_cats = _grocery_meta(item_meta)
     item_max = max(items + meta_items, default=0)
     reviews = reviews_frame(pad_ids(users), pad_ids_to(items, item_max), times)
@@ -107,8 +123,8 @@ def _parse_grocery(interaction_files: list[Path], item_meta: Path) -> RawData:
     return RawData(reviews=reviews, meta=meta, files=(*interaction_files, item_meta), expected=GROCERY_EXPECTED)
 
 
-def _grocery_interactions(path: Path) -> Iterator[tuple[int, int, int]]:
-    """(user_id, item_id, time) rows of one interaction file; its header decides the separator."""
+def _grocery_interactions(path: Path) -> Iterator[tuple[int, int, int, int]]:
+    """(line number, user_id, item_id, time) rows of one interaction file; its header decides the separator."""
     sep = None
     for lineno, line in iter_lines(path, _GROCERY_EXPECTED):
         if sep is None:  # train.csv uses tabs, dev/test commas
@@ -124,7 +140,7 @@ def _grocery_interactions(path: Path) -> Iterator[tuple[int, int, int]]:
                                   f"{_GROCERY_EXPECTED}; the line is {snippet(line)}")
         u, i, t = (parse_nonnegative_int(f, path, lineno, line, n, _GROCERY_EXPECTED)
                    for f, n in zip(fields, ("user_id", "item_id", "time")))
-        yield u, i, t
+        yield lineno, u, i, t
 
 
 def _grocery_meta(item_meta: Path) -> tuple[list[int], list[int]]:

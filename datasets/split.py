@@ -13,10 +13,16 @@ BPR-style rows also use position 0 (empty history). Every position gets one nega
 order, per user one draw per position (position 0 included, though the reference never uses it), each draw
 starting from items[0] and redrawn with `randint(0, n_items - 1)` while it is any item of that user. With seed 1234
 this reproduces the reference's test pairs (tests/datasets/test_split.py checks all 39,387 Clothing rows).
+
+A user with fewer interactions than the protocol needs (MIN_INTERACTIONS: paper 3, loo_val 4) is never a crash:
+with protocol.short_users=train (the default, as the SASRec authors' data_partition, which puts a user with fewer
+than 3 items wholly into training) every position of the user is a training target and nothing is held out; with
+short_users=drop the data policy removes the user before the table is built (`data_options`). Either is counted.
 """
 from __future__ import annotations
 
 import hashlib
+import logging
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +33,11 @@ from datasets.atomic import atomic_write_bytes
 from datasets.table import Table
 
 PROTOCOLS = ("paper", "loo_val")
+MIN_INTERACTIONS = {"paper": 3, "loo_val": 4}  # a training target with a history, then the held-out item(s)
+SHORT_USERS = ("train", "drop")  # protocol.short_users: users shorter than MIN_INTERACTIONS
 SPLIT_VERSION = "1"
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -45,6 +55,12 @@ class Split:
 
     def n_train_positions(self, table: Table, first: int = 1) -> int:
         return int(np.maximum(self.train_end - (table.indptr[:-1] + first), 0).sum())
+
+    def short_user_counts(self, table: Table) -> dict[str, int]:
+        """Users too short for the protocol, kept as training data only (no held-out item), and their rows."""
+        short = self.test_pos < 0
+        return {"short_users_train_only": int(short.sum()),
+                "short_user_rows_train_only": int(table.lengths[short].sum())}
 
 
 def draw_reference_negatives(table: Table, seed: int = 1234) -> np.ndarray:
@@ -98,23 +114,65 @@ def draw_eval_negatives(table: Table, n: int, seed: int, kind: str = "uniform") 
 
 
 def make_split(table: Table, protocol: str = "paper", seed: int = 1234, eval_negatives: int = 0,
-               eval_negatives_kind: str = "uniform") -> Split:
+               eval_negatives_kind: str = "uniform", short_users: str = "train") -> Split:
+    """The protocol's split. Users shorter than MIN_INTERACTIONS[protocol] are training data only (every position
+    a training target, no held-out item: valid_pos = test_pos = -1, as the SASRec authors' data_partition);
+    short_users="drop" removes them before the table instead (`data_options`), so none may be left here."""
     if protocol not in PROTOCOLS:
         raise ValueError(f"unknown protocol {protocol!r}; expected one of {PROTOCOLS}")
-    min_len = 3 if protocol == "paper" else 4  # at least one training target
+    _check_short_users(short_users)
+    min_len = MIN_INTERACTIONS[protocol]
     lengths = table.lengths
-    if lengths.min() < min_len:
-        u = int(np.argmin(lengths))
-        raise ValueError(f"protocol {protocol!r} needs >= {min_len} interactions per user; user "
-                         f"{table.user_keys[u]!r} of dataset {table.name!r} has {lengths[u]}")
+    short = lengths < min_len
+    if short.all():
+        raise ValueError(f"protocol {protocol!r} needs >= {min_len} interactions per user to hold items out; no "
+                         f"user of dataset {table.name!r} has that many (the longest has {lengths.max()}): no user "
+                         f"would be evaluated")
+    if short_users == "drop" and short.any():
+        u = int(np.argmax(short))
+        raise ValueError(f"short_users='drop' but user {table.user_keys[u]!r} of dataset {table.name!r} has "
+                         f"{lengths[u]} interactions (< {min_len}); the table must be loaded with "
+                         f"datasets.split.data_options(...), which drops them")
     neg = draw_reference_negatives(table, seed)
     last = table.indptr[1:] - 1
     eval_negs = draw_eval_negatives(table, eval_negatives, seed, eval_negatives_kind) if eval_negatives else None
+    kind = eval_negatives_kind if eval_negatives else ""
+    test_pos = np.where(short, -1, last)
     if protocol == "paper":
-        return Split(protocol, seed, neg, train_end=last, valid_pos=None, test_pos=last, eval_negs=eval_negs,
-                     eval_negs_kind=eval_negatives_kind if eval_negatives else "")
-    return Split(protocol, seed, neg, train_end=last - 1, valid_pos=last - 1, test_pos=last, eval_negs=eval_negs,
-                 eval_negs_kind=eval_negatives_kind if eval_negatives else "")
+        return Split(protocol, seed, neg, train_end=np.where(short, last + 1, last), valid_pos=None,
+                     test_pos=test_pos, eval_negs=eval_negs, eval_negs_kind=kind)
+    return Split(protocol, seed, neg, train_end=np.where(short, last + 1, last - 1),
+                 valid_pos=np.where(short, -1, last - 1), test_pos=test_pos, eval_negs=eval_negs, eval_negs_kind=kind)
+
+
+def data_options(options: dict, protocol: str, short_users: str) -> dict:
+    """The dataset options (datasets/load.py) for a protocol: with short_users="drop", the data policy's
+    min_user_interactions is raised to what the protocol needs, so datasets/cleaning.py drops and counts the
+    users too short for it; with "train" they are left to make_split."""
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"unknown protocol {protocol!r}; expected one of {PROTOCOLS}")
+    _check_short_users(short_users)
+    need = MIN_INTERACTIONS[protocol]
+    current = options.get("min_user_interactions")
+    if short_users == "drop" and (current is None or int(current) < need):
+        return {**options, "min_user_interactions": need}
+    return options
+
+
+def _check_short_users(short_users: str) -> None:
+    if short_users not in SHORT_USERS:
+        raise ValueError(f"protocol.short_users={short_users!r}: expected one of {SHORT_USERS} (train: their items "
+                         f"are training data only; drop: the data policy removes them)")
+
+
+def log_short_users(table: Table, split: Split) -> None:
+    """Warn with the count of users kept as training data only (datasets/split.py Split.short_user_counts)."""
+    counts = split.short_user_counts(table)
+    if counts["short_users_train_only"]:
+        log.warning("dataset %s: %d user(s) with fewer than %d interactions (%d rows) are training data only under "
+                    "protocol %s (protocol.short_users=train; =drop removes them)", table.name,
+                    counts["short_users_train_only"], MIN_INTERACTIONS[split.protocol],
+                    counts["short_user_rows_train_only"], split.protocol)
 
 
 def split_fingerprint(split: Split) -> str:
@@ -127,27 +185,35 @@ def split_fingerprint(split: Split) -> str:
 
 
 def load_split(table: Table, cache_dir: str | Path, protocol: str = "paper", seed: int = 1234,
-               eval_negatives: int = 0, eval_negatives_kind: str = "uniform") -> Split:
-    """make_split, cached as .npz next to the table (keyed by the table's hash and the split settings)."""
+               eval_negatives: int = 0, eval_negatives_kind: str = "uniform", short_users: str = "train") -> Split:
+    """make_split, cached as .npz next to the table (keyed by the table's hash and the split settings; a table
+    holds users too short for the protocol only under short_users="train", so the key needs no more)."""
     key = hashlib.sha256(f"{table.content_hash}|{protocol}|{seed}|{eval_negatives}|{eval_negatives_kind}|"
                          f"{SPLIT_VERSION}".encode()).hexdigest()[:16]
     path = Path(cache_dir) / f"split_{table.name}_{key}.npz"
+    split = None
     if path.exists() and table.content_hash:
         from datasets.corrupt import READ_ERRORS, move_aside
         try:
-            return read_split(path, table, protocol, seed, eval_negatives, eval_negatives_kind)
+            split = read_split(path, table, protocol, seed, eval_negatives, eval_negatives_kind)
         except READ_ERRORS as e:
             move_aside(path, e, f"dataset {table.name}: split cache")
-    split = make_split(table, protocol, seed, eval_negatives, eval_negatives_kind)
-    if table.content_hash:
-        import io
-        arrays = {k: v for k, v in {"neg": split.neg, "train_end": split.train_end, "valid_pos": split.valid_pos,
-                                     "test_pos": split.test_pos, "eval_negs": split.eval_negs}.items()
-                  if v is not None}
-        buf = io.BytesIO()
-        np.savez(buf, **arrays)
-        atomic_write_bytes(path, buf.getvalue())
+    if split is None:
+        split = make_split(table, protocol, seed, eval_negatives, eval_negatives_kind, short_users)
+        if table.content_hash:
+            _save_split(split, path)
+    log_short_users(table, split)
     return split
+
+
+def _save_split(split: Split, path: Path) -> None:
+    import io
+
+    arrays = {k: v for k, v in {"neg": split.neg, "train_end": split.train_end, "valid_pos": split.valid_pos,
+                                 "test_pos": split.test_pos, "eval_negs": split.eval_negs}.items() if v is not None}
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def read_split(path: Path, table: Table, protocol: str, seed: int, eval_negatives: int, kind: str) -> Split:

@@ -33,6 +33,7 @@ class DataSettings:
     split_seed: int
     eval_negatives: int
     eval_negatives_kind: str
+    short_users: str  # users too short for the protocol: train (training data only) | drop
 
 
 @dataclass(frozen=True)
@@ -147,7 +148,7 @@ def data_settings(cfg: DictConfig) -> DataSettings:
     return DataSettings(dataset=d.name, kind=d.kind, data_root=data_root, cache_dir=cache_dir,
                         options=OmegaConf.to_container(d.options, resolve=True), split=p.split,
                         split_seed=p.split_seed, eval_negatives=p.eval_negatives,
-                        eval_negatives_kind=p.eval_negatives_kind)
+                        eval_negatives_kind=p.eval_negatives_kind, short_users=p.short_users)
 
 
 def job_settings(cfg: DictConfig) -> Job:

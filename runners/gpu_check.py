@@ -132,7 +132,7 @@ def clothing_auc(device: str, precision: str, args: argparse.Namespace) -> dict:
 
     from datasets.batching import eval_rows
     from datasets.load import load_dataset
-    from datasets.split import load_split
+    from datasets.split import data_options, load_split
     from models.registry import get_model
     from runners.config import data_settings, model_params, train_settings
     from runners.evaluation import TestSetGuard
@@ -146,8 +146,9 @@ def clothing_auc(device: str, precision: str, args: argparse.Namespace) -> dict:
     with initialize_config_dir(config_dir=str(REPO_ROOT / "conf"), version_base="1.3"):
         cfg = compose(config_name="config", overrides=overrides)
     d = data_settings(cfg)
-    table = load_dataset(d.dataset, d.kind, d.data_root, d.cache_dir, d.options)
-    split = load_split(table, d.cache_dir, d.split, d.split_seed, d.eval_negatives, d.eval_negatives_kind)
+    table = load_dataset(d.dataset, d.kind, d.data_root, d.cache_dir, data_options(d.options, d.split, d.short_users))
+    split = load_split(table, d.cache_dir, d.split, d.split_seed, d.eval_negatives, d.eval_negatives_kind,
+                       d.short_users)
     seed_everything(cfg.seed)
     model = get_model("atrank")(n_users=table.n_users, n_items=table.n_items, n_categories=table.n_categories,
                                 item_category=table.item_category, **model_params(cfg))

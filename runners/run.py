@@ -34,7 +34,7 @@ from omegaconf import DictConfig  # noqa: E402
 
 from datasets.batching import BatchMaker, eval_rows  # noqa: E402
 from datasets.load import load_dataset  # noqa: E402
-from datasets.split import Split, load_split, split_fingerprint  # noqa: E402
+from datasets.split import Split, data_options, load_split, split_fingerprint  # noqa: E402
 from datasets.table import Table  # noqa: E402
 from models.interface import SeqRecModel  # noqa: E402
 from models.registry import get_model  # noqa: E402
@@ -63,8 +63,9 @@ class Store:
 
 
 def load_data(d: DataSettings) -> tuple[Table, Split]:
-    table = load_dataset(d.dataset, d.kind, d.data_root, d.cache_dir, d.options)
-    return table, load_split(table, d.cache_dir, d.split, d.split_seed, d.eval_negatives, d.eval_negatives_kind)
+    table = load_dataset(d.dataset, d.kind, d.data_root, d.cache_dir, data_options(d.options, d.split, d.short_users))
+    return table, load_split(table, d.cache_dir, d.split, d.split_seed, d.eval_negatives, d.eval_negatives_kind,
+                             d.short_users)
 
 
 def open_store(configured_uri: str | None, experiment: str) -> Store:
@@ -125,16 +126,18 @@ def run_tags(job: Job, table: Table, split: Split, chash: str, sweep_dir: str | 
     return tags
 
 
-def log_run_start(job: Job, store: Store, table: Table, tags: dict, resume_id: str | None) -> set[tuple[str, int]]:
+def log_run_start(job: Job, store: Store, table: Table, split: Split, tags: dict, resume_id: str | None
+                  ) -> set[tuple[str, int]]:
     """Params (a new run), tags and the config; returns the (curve, step) points a resumed run logged already."""
     if not resume_id:
         mlflow.log_params({k: str(v)[:6000] for k, v in flatten(job.resolved).items()})
     mlflow.set_tags(tags)
     mlflow.log_dict(job.resolved, "config.yaml")
     if not resume_id:
+        policy = {**table.cleaning, **split.short_user_counts(table)}  # data policy and protocol counts
         mlflow.log_metrics({"n_users": table.n_users, "n_items": table.n_items,
                             "n_categories": table.n_categories, "n_interactions": table.n_interactions,
-                            **{f"data_{k}": v for k, v in table.cleaning.items()}})
+                            **{f"data_{k}": v for k, v in policy.items()}})
         log_dataset_input(job, table)
         return set()
     prev = store.client.get_run(resume_id)
@@ -291,7 +294,7 @@ def run_leased(job: Job, table: Table, split: Split, chash: str, store: Store, s
                           run_name=None if resume_id else job.run_name) as active:
         try:
             tags = run_tags(job, table, split, chash, sweep_dir, resumed=resume_id is not None, parent_id=parent_id)
-            logged = log_run_start(job, store, table, tags, resume_id)
+            logged = log_run_start(job, store, table, split, tags, resume_id)
             final = train_and_test(job, table, split, checkpoint, curve_logger(logged), t_start)
             return {"status": "FINISHED", "run_id": active.info.run_id, "run_name": job.run_name, **final}
         except BaseException as e:
