@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from datasets.atomic import atomic_write_bytes
+from datasets.names import under
 from datasets.table import Table
 
 PROTOCOLS = ("paper", "loo_val")
@@ -131,7 +132,7 @@ def load_split(table: Table, cache_dir: str | Path, protocol: str = "paper", see
     """make_split, cached as .npz next to the table (keyed by the table's hash and the split settings)."""
     key = hashlib.sha256(f"{table.content_hash}|{protocol}|{seed}|{eval_negatives}|{eval_negatives_kind}|"
                          f"{SPLIT_VERSION}".encode()).hexdigest()[:16]
-    path = Path(cache_dir) / f"split_{table.name}_{key}.npz"
+    path = under(cache_dir, Path(cache_dir) / f"split_{table.name}_{key}.npz", "split cache")
     if path.exists() and table.content_hash:
         from datasets.corrupt import READ_ERRORS, move_aside
         try:
