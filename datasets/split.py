@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from datasets.atomic import atomic_write_bytes
+from datasets.names import under
 from datasets.table import Table
 
 PROTOCOLS = ("paper", "loo_val")
@@ -190,7 +191,7 @@ def load_split(table: Table, cache_dir: str | Path, protocol: str = "paper", see
     holds users too short for the protocol only under short_users="train", so the key needs no more)."""
     key = hashlib.sha256(f"{table.content_hash}|{protocol}|{seed}|{eval_negatives}|{eval_negatives_kind}|"
                          f"{SPLIT_VERSION}".encode()).hexdigest()[:16]
-    path = Path(cache_dir) / f"split_{table.name}_{key}.npz"
+    path = under(cache_dir, Path(cache_dir) / f"split_{table.name}_{key}.npz", "split cache")
     split = None
     if path.exists() and table.content_hash:
         from datasets.corrupt import READ_ERRORS, move_aside

@@ -17,6 +17,7 @@ import numpy as np
 
 from datasets.atomic import atomic_path, atomic_write_bytes
 from datasets.cleaning import clean_reviews
+from datasets.names import under
 from datasets.raw_types import RawData
 
 log = logging.getLogger(__name__)
@@ -198,7 +199,7 @@ def load_table(name: str, files: list[Path], settings: dict, parse: Callable[[],
     from filelock import FileLock
 
     key = cache_key(name, files, settings, cache_dir)
-    path = Path(cache_dir) / f"table_{name}_{key}.npz"
+    path = under(cache_dir, Path(cache_dir) / f"table_{name}_{key}.npz", "table cache")
     path.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(path) + ".lock"):
         table = read_cached_table(path, name, key)

@@ -12,7 +12,7 @@ import pandas as pd
 from reports import stats
 from reports.cells import format_value, of_group, seeds_text, wide_cells
 from reports.labels import (DASH, PAPER_METRIC, column_title, dataset_order, fmt_num, fmt_p, label, model_order,
-                            paper_column_of, paper_value)
+                            md_code, md_text, paper_column_of, paper_value)
 from reports.runs import finished
 
 RANK_METRICS = ("test_auc", "test_sampled_ndcg_10", "test_full_ndcg_10")      # the rankings compared
@@ -195,7 +195,8 @@ def agreement_section(picked: pd.DataFrame, groups: list[tuple[str, str]]) -> li
     out = ["", "## Rank agreement across metrics", "", AGREEMENT_INTRO]
     for proto, recipe in groups:
         g_runs = of_group(picked, proto, recipe)
-        plabel = g_runs["protocol_label"].iloc[0]
+        plabel = md_text(g_runs["protocol_label"].iloc[0])
         wide = wide_cells(g_runs, RANK_METRICS + EXTRA_AGREEMENT_METRICS)
-        out += ["", metric_agreement_markdown(wide, g_runs, f"Protocol `{proto}` ({plabel}), recipe `{recipe}`")]
+        title = f"Protocol {md_code(proto)} ({plabel}), recipe {md_code(recipe)}"
+        out += ["", metric_agreement_markdown(wide, g_runs, title)]
     return out

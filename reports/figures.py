@@ -17,7 +17,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from datasets.atomic import atomic_path  # noqa: E402
-from reports.labels import (OTHER_MODELS, PAPER_MODELS, column_title, dataset_order, label,  # noqa: E402
+from reports.labels import (OTHER_MODELS, PAPER_MODELS, dataset_order,  # noqa: E402
+                            plain_column_title, plain_label,
                             model_order, paper_column_of, paper_value)
 
 _ALL = list(PAPER_MODELS) + list(OTHER_MODELS)
@@ -75,15 +76,15 @@ def curves_figure(picked: pd.DataFrame, curves: pd.DataFrame, path: Path) -> Pat
                     ax.plot(one["step"], one["value"], color=model_color(m), lw=0.7, alpha=0.35)
             mean = c.groupby("step")["value"].mean()
             (h,) = ax.plot(mean.index, mean.values, color=model_color(m), lw=1.8,
-                           marker="o" if len(mean) < 15 else None, ms=3, label=label(m))
+                           marker="o" if len(mean) < 15 else None, ms=3, label=plain_label(m))
             handles[m] = h
-        ax.set_title(column_title(d, paper_column_of(d, sub["paper_column"].iloc[0])))
+        ax.set_title(plain_column_title(d, paper_column_of(d, sub["paper_column"].iloc[0])))
         ax.set_xlabel("optimiser step (batch sizes differ per model)")
         ax.set_ylabel(f"{'/'.join(sorted(set(keys)))} AUC (per-user)")
         ax.grid(alpha=0.3)
     order = [m for m in model_order(set(handles)) if m in handles]
-    fig.legend([handles[m] for m in order], [label(m) for m in order], loc="center left", bbox_to_anchor=(1.0, 0.5),
-               frameon=False)
+    fig.legend([handles[m] for m in order], [plain_label(m) for m in order], loc="center left",
+               bbox_to_anchor=(1.0, 0.5), frameon=False)
     fig.suptitle("AUC at each evaluation (thick: mean over seeds; thin: one seed)")
     return _save(fig, path)
 
@@ -128,10 +129,10 @@ def auc_figure(cells: pd.DataFrame, col_stats: dict, metric: str, path: Path) ->
         lo, hi = min(lows), max(highs)
         ax.set_xlim(lo - (0.01 if lo < base else 0.0),
                     min(1.0, hi + max(0.02, 0.12 * (hi - lo))) if hi <= 1.0 else hi * 1.1)
-        ax.set_yticks(ys, [label(m) for m in models])
+        ax.set_yticks(ys, [plain_label(m) for m in models])
         whiskers = "95% CI" if stats is not None else "± sd over seeds"
         ax.set_xlabel(f"{metric} (bars from {base:g}{' = chance' if base else ''}; whiskers: {whiskers}; ◆ paper)")
-        ax.set_title(column_title(d, pcol))
+        ax.set_title(plain_column_title(d, pcol))
         ax.grid(axis="x", alpha=0.3)
     fig.suptitle(f"{metric}: ours" + (" with 95% bootstrap CIs over users" if col_stats else "")
                  + " vs ATRank Table 3")
@@ -156,7 +157,7 @@ def throughput_figure(picked: pd.DataFrame, path: Path) -> Path | None:
             ax.text(rate[m], y, f" {rate[m]:,.0f}", va="center", fontsize=8)
         ax.set_xscale("log")
         ax.set_xlim(rate.min() / 2, rate.max() * 8)
-        ax.set_yticks(ys, [label(m) for m in models])
+        ax.set_yticks(ys, [plain_label(m) for m in models])
         ax.set_xlabel("training examples / s (log scale)")
         threads = ", ".join(sorted(set(sub["tags.torch_threads"]) - {""})) if "tags.torch_threads" in sub else ""
         ax.set_title(f"{d}" + (f" ({threads} torch thread(s))" if threads else ""))
@@ -196,7 +197,7 @@ def optimism_figure(picked: pd.DataFrame, curves: pd.DataFrame | None, path: Pat
                 (handles["best test AUC seen (test-set selection)"],) = ax.plot(
                     t["step"].iloc[i], t["value"].iloc[i], "*", ms=11, color="black")
         o = runs["metrics.optimism"].dropna() if "metrics.optimism" in runs else pd.Series(dtype=float)
-        ax.set_title(f"{label(m)} ({d})\noptimism " + (f"{o.mean():+.4f}" if len(o) else "not logged")
+        ax.set_title(f"{plain_label(m)} ({d})\noptimism " + (f"{o.mean():+.4f}" if len(o) else "not logged")
                      + (f" (mean of {len(o)} seeds)" if len(o) > 1 else ""), fontsize=10)
         ax.set_xlabel("optimiser step")
         ax.set_ylabel("AUC (per-user)")

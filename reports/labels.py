@@ -6,6 +6,7 @@ Figures and markdown both read these, so they live here and import nothing else 
 from __future__ import annotations
 
 import math
+import re
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:   # only for the hints: the labels need no pandas
@@ -27,11 +28,38 @@ DIAGNOSTIC_PROTOCOLS = ("optimism",)     # never a Table 3 table, only their own
 DASH = "—"
 
 
-def label(model: str) -> str:
+# Characters that markdown or HTML would read as markup; `_` only where it could open or close emphasis (an
+# intraword underscore, as in clothing_seq, never does), so the usual names print unchanged.
+MARKUP = re.compile(r"[\\`*\[\]|~<>&#]|(?<![A-Za-z0-9])_|_(?![A-Za-z0-9])")
+HTML_ENTITIES = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}
+
+
+def md_text(text: object) -> str:
+    """`text` as literal markdown: HTML's <, > and & as entities, markdown's markup characters backslash-escaped
+    (a name or tag from MLflow can hold anything)."""
+    return MARKUP.sub(lambda m: HTML_ENTITIES.get(m.group(), "\\" + m.group()), str(text))
+
+
+def md_code(text: object) -> str:
+    """`text` as an inline code span, fenced with more backticks than it holds in a row."""
+    text = str(text)
+    ticks = "`" * (max((len(run) for run in re.findall("`+", text)), default=0) + 1)
+    return f"{ticks} {text} {ticks}" if len(ticks) > 1 else f"`{text}`"
+
+
+def plain_label(model: str) -> str:
     """The paper's name of a model, or the registry name for a model the paper does not have; a variant
     ("atrank [items_only]", tag `variant`) keeps its bracket after the model's name."""
     base, bracket, rest = model.partition(" [")
     return MODEL_LABELS.get(base, base) + (f" [{rest}" if bracket else "")
+
+
+def label(model: str) -> str:
+    """plain_label as markdown: the model's and the variant's names escaped, the variant's bracket kept."""
+    base, bracket, rest = model.partition(" [")
+    if bracket and rest.endswith("]"):
+        return f"{md_text(MODEL_LABELS.get(base, base))} [{md_text(rest[:-1])}]"
+    return md_text(plain_label(model))
 
 
 def model_order(models: set[str]) -> list[str]:
@@ -65,9 +93,14 @@ def paper_value(model: str, paper_column: str | None, metric: str) -> float | No
     return PAPER_TABLE3.get(paper_column, {}).get(model)
 
 
-def column_title(dataset: str, paper_column: str | None) -> str:
+def plain_column_title(dataset: str, paper_column: str | None) -> str:
     """'Clothe. (clothing_seq)' for a dataset standing for a paper column, else the dataset's name."""
     return f"{paper_column} ({dataset})" if paper_column else dataset
+
+
+def column_title(dataset: str, paper_column: str | None) -> str:
+    """plain_column_title as markdown (names escaped)."""
+    return md_text(plain_column_title(dataset, paper_column))
 
 
 def fmt_num(x: float | None, fmt: str = "{:.0f}") -> str:

@@ -13,7 +13,7 @@ import pandas as pd
 
 from reports.cells import format_cell, format_logged, wide_cell, wide_cells
 from reports.labels import (DASH, DIAGNOSTIC_PROTOCOLS, PAPER_METRIC, column_title, dataset_order, fmt_num, label,
-                            model_order, paper_column_of)
+                            md_code, md_text, model_order, paper_column_of)
 from reports.runs import finished
 
 OPTIMISM_COLUMNS = (("test_auc_at_test_best", "test AUC at the test-selected step"),
@@ -79,12 +79,12 @@ def _dataset_blocks(cells: pd.DataFrame) -> list[tuple[str, str, pd.DataFrame]]:
 
 def _block_title(recipe: str, dataset: str, paper_column: str | None, n_recipes: int) -> str:
     title = column_title(dataset, paper_column_of(dataset, paper_column))
-    return f"**{title}**" + (f", recipe `{recipe}`" if n_recipes > 1 or recipe != "default" else "")
+    return f"**{title}**" + (f", recipe {md_code(recipe)}" if n_recipes > 1 or recipe != "default" else "")
 
 
 def _optimism_intro(opt_runs: pd.DataFrame) -> list[str]:
     """The warning that these are diagnostics, what the three columns mean and how the steps were picked."""
-    plabel = opt_runs["protocol_label"].iloc[0] or "diagnostic"
+    plabel = md_text(opt_runs["protocol_label"].iloc[0] or "diagnostic")
     every = sorted(set(opt_runs["params.trainer.eval_every"].dropna().astype(str)) - {"", "None"})
     return [f"> **DIAGNOSTIC, not a headline number.** Protocol `optimism` ({plabel}): "
             + OPTIMISM_INTRO.format(every=f" (every {', '.join(every)} steps)" if every else ""), "",
@@ -220,7 +220,7 @@ def headline_section(picked: pd.DataFrame) -> list[str]:
 def _run_time_line(done: pd.DataFrame, datasets: list[str]) -> list[str]:
     """The summed wall time of the finished runs per dataset (what the sweep cost, one run at a time)."""
     hours = done["metrics.wall_time_s"].groupby(done["dataset"]).sum(min_count=1) / 3600   # as the provenance sums
-    parts = [f"{d} {hours[d]:.1f} h ({int((done['dataset'] == d).sum())} runs)" for d in datasets
+    parts = [f"{md_text(d)} {hours[d]:.1f} h ({int((done['dataset'] == d).sum())} runs)" for d in datasets
              if d in hours and not math.isnan(hours[d])]
     return ["", "Wall time of the finished runs, summed (one thread each): " + "; ".join(parts) + "."] if parts else []
 

@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 import pandas as pd
 
 from reports.cells import protocol_label_of
-from reports.labels import DASH, DIAGNOSTIC_PROTOCOLS, PAPER_METRIC, fmt_num, label, model_order
+from reports.labels import DASH, DIAGNOSTIC_PROTOCOLS, PAPER_METRIC, fmt_num, label, md_code, md_text, model_order
 from reports.runs import GROUP, KEY_METRICS, RunFilter, finished, seed_key
 
 PROVENANCE_HEADER = ("| Model | Dataset | Protocol | Recipe | Seeds (status) | Budget | Steps done | Epochs done | "
@@ -62,7 +62,7 @@ def header_lines(picked: pd.DataFrame, *, title: str, metric: str, tracking_uri:
     what = (" (the paper's per-user AUC, mean of 1[score(pos) > score(neg)])" if metric == PAPER_METRIC
             else " (the paper column applies to test_auc only)")
     return [f"# {title}", "",
-            f"Generated {now} from MLflow only (`{tracking_uri}`), runs filtered by: {flt.describe()}. "
+            f"Generated {now} from MLflow only (`{tracking_uri}`), runs filtered by: {md_text(flt.describe())}. "
             f"Metric: `{metric}`{what}. Regenerate any time with `{command}`.", "",
             *([note, ""] if note else []), budget_line(picked), ""]
 
@@ -79,7 +79,7 @@ def _cell_row(key: tuple, g: pd.DataFrame) -> str:
     best = "/".join(fmt_num(v) for v in g["metrics.best_step"])
     stops = "/".join(stopped_by(r) for _, r in g.iterrows())
     wall = g["metrics.wall_time_s"].sum(min_count=1)
-    return (f"| {label(key[3])} | {key[2]} | {key[0]} | {key[1]} | {seeds} | "
+    return (f"| {label(key[3])} | {md_text(key[2])} | {md_text(key[0])} | {md_text(key[1])} | {seeds} | "
             f"{'; '.join(budgets)} | {steps} | {epochs} | {best} | {stops} | {fmt_num(wall)} | "
             f"{', '.join(commits) or DASH} | "
             f"{', '.join(sorted(set(g['tags.data_hash']) - {''})) or DASH} | "
@@ -89,7 +89,8 @@ def _cell_row(key: tuple, g: pd.DataFrame) -> str:
 def _unfinished_lines(picked: pd.DataFrame, runs: pd.DataFrame | None) -> list[str]:
     """The runs that did not finish: those used (shown as failed) and those superseded by a finished re-run."""
     def item(r: pd.Series) -> str:
-        return f"- `{r.run_id}` {r.run_name}: {r.status}" + (f" ({r['tags.error'][:200]})" if r["tags.error"] else "")
+        error = f" ({md_text(r['tags.error'][:200])})" if r["tags.error"] else ""
+        return f"- `{r.run_id}` {md_text(r.run_name)}: {r.status}{error}"
     lines = []
     failed = picked[picked["status"] != "FINISHED"].drop_duplicates("run_id")   # a run can serve two protocols
     if len(failed):
@@ -120,12 +121,12 @@ def ui_check_markdown(picked: pd.DataFrame) -> str:
     expected = done["model"] + "/" + done["dataset"] + "/seed" + done["seed"]
     misnamed = done[done["run_name"] != expected]
     missing = {m: int(done[f"metrics.{m}"].isna().sum()) for m in KEY_METRICS if done[f"metrics.{m}"].isna().any()}
-    exps = ", ".join(f"`{e}`" for e in sorted(set(picked["experiment"])))
+    exps = ", ".join(md_code(e) for e in sorted(set(picked["experiment"])))
     lines = [f"Experiments: {exps}. In the UI, select these runs and use Compare: every finished run is named "
              "`<model>/<dataset>/seed<k>` and carries the same params (the flattened config) and key metrics ("
              + ", ".join(f"`{m}`" for m in KEY_METRICS) + ")."]
     if len(misnamed):
-        lines.append("Runs with a non-standard name: " + ", ".join(f"`{r}`" for r in misnamed["run_name"]))
+        lines.append("Runs with a non-standard name: " + ", ".join(md_code(r) for r in misnamed["run_name"]))
     if missing:
         lines.append("Finished runs missing a key metric: " + ", ".join(f"`{k}` ({v})" for k, v in missing.items()))
     else:
@@ -136,7 +137,8 @@ def ui_check_markdown(picked: pd.DataFrame) -> str:
 def provenance_section(picked: pd.DataFrame, cells: pd.DataFrame, protocols: list[str],
                        runs: pd.DataFrame | None) -> list[str]:
     """The closing sections: which protocol the numbers use, the provenance block and the MLflow UI check."""
-    used = "Which protocol the numbers use: " + "; ".join(f"`{p}` ({protocol_label_of(cells, p)})" for p in protocols)
+    used = "Which protocol the numbers use: " + "; ".join(f"{md_code(p)} ({md_text(protocol_label_of(cells, p))})"
+                                                           for p in protocols)
     if "paper" in protocols:
         used += ". Only `loo_val` numbers are honest held-out estimates; `paper` picks the checkpoint on the test set"
     if any(p in DIAGNOSTIC_PROTOCOLS for p in protocols):

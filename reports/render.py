@@ -13,7 +13,7 @@ from reports.agreement import agreement_section, paper_ranking_lines
 from reports.cells import (format_measured, headline_groups, of_group, protocol_label_of, protocol_order,
                            summarize_cells)
 from reports.labels import (DASH, DIAGNOSTIC_PROTOCOLS, PAPER_METRIC, column_title, dataset_order, label, model_order,
-                            paper_column_of, paper_value)
+                            md_code, md_text, paper_column_of, paper_value)
 from reports.protocols import headline_section, optimism_section, selection_section
 from reports.provenance import header_lines, provenance_section
 from reports.runs import RunFilter
@@ -58,9 +58,9 @@ def figure_links(paths: list[Path]) -> list[str]:
 
 def _protocols_line(cells: pd.DataFrame, protocols: list[str]) -> str:
     def plabel(p: str) -> str:
-        return protocol_label_of(cells, p) + (" (diagnostic only: its own section below, never a Table 3)"
+        return md_text(protocol_label_of(cells, p)) + (" (diagnostic only: its own section below, never a Table 3)"
                                               if p in DIAGNOSTIC_PROTOCOLS else "")
-    return "Protocols in this report: " + "; ".join(f"`{p}` = {plabel(p)}" for p in protocols) + "."
+    return "Protocols in this report: " + "; ".join(f"{md_code(p)} = {plabel(p)}" for p in protocols) + "."
 
 
 def _table3_section(picked: pd.DataFrame, cells: pd.DataFrame, proto: str, recipe: str, *, metric: str,
@@ -68,11 +68,11 @@ def _table3_section(picked: pd.DataFrame, cells: pd.DataFrame, proto: str, recip
                     figures: list[Path], n_boot: int, missing_outcomes: tuple[str, ...]) -> list[str]:
     """One headline table: Table 3, its "Is it real?" statistics, the paper-vs-ours ranking and its figures."""
     g = of_group(cells, proto, recipe)
-    plabel = g["protocol_label"].iloc[0]
+    plabel = md_text(g["protocol_label"].iloc[0])
     run_ids = set(of_group(picked, proto, recipe)["run_id"])
     by_dataset = {k[2]: v for k, v in column_stats_by_key.items() if k[:2] == (proto, recipe)}
-    out = ["", f"## Table 3: {plabel} (protocol `{proto}`, recipe `{recipe}`)", "",
-           (f"These numbers use the `{proto}` protocol: {plabel}. Cells: mean ± sd over seeds (n = seeds "
+    out = ["", f"## Table 3: {plabel} (protocol {md_code(proto)}, recipe {md_code(recipe)})", "",
+           (f"These numbers use the {md_code(proto)} protocol: {plabel}. Cells: mean ± sd over seeds (n = seeds "
             f"that finished); paper = ATRank Table 3; Δ = ours − paper; best per column in bold; {DASH} = "
             "no run."), "",
            table3_markdown(g, metric, datasets), "", "### Is it real?", "",

@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from models.registry import get_model
 from runners.device import check_precision, resolve_device
+from runners.paths import check_path_names
 from runners.torchrun import check_processes
 from runners.trainer import TrainSettings, check_settings
 
@@ -127,7 +128,8 @@ def worker_threads(num_threads: int | None, processes: int) -> int | None:
 
 def check_config(cfg: DictConfig) -> None:
     """Before anything runs: trainer keys are the declared ones (a `+trainer.<typo>=` would be ignored) and the
-    training settings are valid (runners/trainer.check_settings)."""
+    training settings are valid (runners/trainer.check_settings); names that become paths are safe slugs."""
+    check_path_names(cfg)
     declared = set(OmegaConf.load(REPO_ROOT / "conf" / "trainer" / "default.yaml"))
     unknown = sorted(set(cfg.trainer) - declared)
     if unknown:

@@ -42,6 +42,8 @@ from runners.config import DataSettings, Job, check_config, job_settings, run_na
 from runners.data_parallel import train_processes  # noqa: E402
 from runners.evaluation import EvalOutcome, TestSetGuard, final_evaluation  # noqa: E402
 from runners.checkpoint import usable_checkpoint  # noqa: E402
+from datasets.names import under  # noqa: E402
+from runners.paths import register_path_resolver  # noqa: E402
 from runners.lease import config_lease  # noqa: E402
 from runners.runtime import configure_runtime, peak_rss_mb, seed_everything, tune_malloc  # noqa: E402
 from runners.tracking import (code_hash, config_hash, ensure_store, environment_tags, flatten,  # noqa: E402
@@ -52,6 +54,7 @@ from runners.torchrun import helpers_class, run_rank  # noqa: E402
 from runners.trainer import TrainResult, TrainSettings  # noqa: E402
 
 log = logging.getLogger("seqrec")
+register_path_resolver()  # before @hydra.main composes: conf/config.yaml's folder names use ${path_part:...}
 
 
 @dataclass
@@ -287,7 +290,7 @@ def run_leased(job: Job, table: Table, split: Split, chash: str, store: Store, s
     start a new run."""
     if job.skip_finished and (done := find_runs(store, chash, ("FINISHED",))):
         return skipped(done[0], job, chash)
-    checkpoint = job.data.cache_dir / "checkpoints" / f"{chash}.pt"
+    checkpoint = under(job.data.cache_dir, job.data.cache_dir / "checkpoints" / f"{chash}.pt", "checkpoint")
     resume_id = resumable_run(store, chash, checkpoint)
     parent_id = parent_run_id(store.client, store.experiment_id, sweep_dir) if sweep_dir else None
     with mlflow.start_run(run_id=resume_id, experiment_id=None if resume_id else store.experiment_id,
@@ -314,6 +317,8 @@ def main(cfg: DictConfig) -> float | None:
     hc = HydraConfig.get()
     multirun = hc.mode == RunMode.MULTIRUN
     sweep_dir = str(Path(hc.sweep.dir).resolve()) if multirun else None
+    if multirun:
+        under(sweep_dir, hc.runtime.output_dir, "job folder")
     status_file = Path(hc.runtime.output_dir) / "status.json"
     try:
         result = run(cfg, sweep_dir)

@@ -74,10 +74,12 @@ SASREC = ["model=sasrec", "dataset=sample", "trainer.max_steps=200", "trainer.ev
 
 
 def latest_checkpoint_step(directory: Path) -> int:
+    from runners.checkpoint import load_verified
+
     steps = [0]
     for f in directory.glob("*.pt"):
         try:
-            steps.append(torch.load(f, weights_only=False)["state"]["step"])
+            steps.append(load_verified(f)["state"]["step"])
         except Exception:  # noqa: BLE001  (replaced while reading: read it on the next poll)
             pass
     return max(steps)
