@@ -9,6 +9,7 @@ these. Each check raises ValueError naming every offending key and what was expe
 from __future__ import annotations
 
 import difflib
+import functools
 import math
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -93,7 +94,8 @@ def check_model_sizes(params: Mapping[str, Any], where: str = "model.params") ->
         raise ValueError("invalid model sizes (a zero-sized layer has nothing to learn):\n  " + "\n  ".join(problems))
 
 
-def declared_keys(group: str) -> set[str]:
+@functools.lru_cache(maxsize=None)
+def declared_keys(group: str) -> frozenset[str]:
     """The top-level keys the yaml files of conf/<group>/ declare, all files together, and the keys the
     experiments (conf/experiment/*.yaml, global package) declare under `group` (e.g. tune_atrank's lookup table)."""
     from omegaconf import OmegaConf
@@ -103,7 +105,7 @@ def declared_keys(group: str) -> set[str]:
         keys |= set(OmegaConf.load(path)) - {"defaults"}
     for path in sorted((CONF_DIR / "experiment").glob("*.yaml")):
         keys |= set(OmegaConf.load(path).get(group) or {})
-    return keys
+    return frozenset(keys)
 
 
 def unknown_problem(where: str, given: Iterable[str], valid: Iterable[str], source: str) -> str | None:
@@ -112,9 +114,9 @@ def unknown_problem(where: str, given: Iterable[str], valid: Iterable[str], sour
     unknown = sorted(set(given) - set(valid))
     if not unknown:
         return None
-    hints = [f"{where}.{k}: did you mean {where}.{near[0]}?" for k in unknown
-             if (near := difflib.get_close_matches(k, valid, n=1))]
     prefix = f"{where}." if where else ""
+    hints = [f"{prefix}{k}: did you mean {prefix}{near[0]}?" for k in unknown
+             if (near := difflib.get_close_matches(k, valid, n=1))]
     return (f"unknown {where or 'top-level'} setting(s) {unknown}" + (f" ({'; '.join(hints)})" if hints else "")
             + f"; valid there ({source}): {', '.join(prefix + k for k in valid)}")
 
@@ -148,6 +150,7 @@ def check_parameters(model: torch.nn.Module, gradient_free: bool) -> int:
     empty = [f"{n} {tuple(p.shape)}" for n, p in trainable if p.numel() == 0]
     count = sum(p.numel() for _, p in trainable)
     if not gradient_free and (count == 0 or empty):
-        raise RuntimeError(f"the model has {count} trainable parameters" + (f", zero-sized: {', '.join(empty)}"
-                           if empty else "") + " (check the sizes in model.params): nothing to train")
+        zero_sized = f", zero-sized: {', '.join(empty)}" if empty else ""
+        raise RuntimeError(f"no result, the run is FAILED: the model has {count} trainable parameters{zero_sized} "
+                           "(check the sizes in model.params): nothing to train")
     return count

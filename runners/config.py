@@ -6,6 +6,7 @@ its models with, so the benchmark trains at exactly the recipe a run would.
 """
 from __future__ import annotations
 
+import functools
 import inspect
 import os
 import sys
@@ -153,7 +154,7 @@ def config_keys(cfg: DictConfig) -> tuple[dict[str, list[str]], dict[str, tuple[
     """(where -> the keys `cfg` has there, where -> (the keys declared there, by which files or code)) for
     runners/checks.check_known_keys: top level, paths, mlflow, each config group, the model's constructor
     arguments and the dataset loader's options."""
-    top = OmegaConf.load(REPO_ROOT / "conf" / "config.yaml")
+    top = top_config()
     groups = ("model", "dataset", "protocol", "trainer")
     keys = {"": list(cfg), **{g: list(cfg[g]) for g in ("paths", "mlflow", *groups) if g in cfg}}
     valid = {"": (set(top) - {"defaults", "hydra"} | set(groups), "conf/config.yaml"),
@@ -170,6 +171,11 @@ def config_keys(cfg: DictConfig) -> tuple[dict[str, list[str]], dict[str, tuple[
         keys["dataset.options"] = list(cfg.dataset.options)
         valid["dataset.options"] = dataset_options(str(cfg.dataset.kind))
     return keys, valid
+
+
+@functools.lru_cache(maxsize=None)
+def top_config() -> DictConfig:
+    return OmegaConf.load(REPO_ROOT / "conf" / "config.yaml")
 
 
 def dataset_options(kind: str) -> tuple[set[str], str]:
