@@ -4,7 +4,8 @@ Before FINISHED: a run that took no step, has no trainable parameter or measured
 no result, so it fails.
 
 Plain arguments only (dicts of config values, key sets); runners/config.check_config reads the config and calls
-these. Each check raises ValueError naming every offending key and what was expected.
+these. The checks before training raise ValueError naming every offending key and what was expected; the ones
+before FINISHED raise RuntimeError (runners/run.py records the run as FAILED with it).
 """
 from __future__ import annotations
 
