@@ -6,6 +6,8 @@ its models with, so the benchmark trains at exactly the recipe a run would.
 """
 from __future__ import annotations
 
+import functools
+import inspect
 import os
 import sys
 from dataclasses import dataclass
@@ -13,7 +15,11 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from datasets.raw import _LOADERS as LOADERS  # noqa: PLC2701  (the loader kinds; their arguments are the options)
+from datasets.table import TABLE_SETTINGS
 from models.registry import get_model
+from runners.checks import (CHOICES, COUNTS, DATA_ARGS, check_counts, check_known_keys, check_model_sizes,
+                            declared_keys)
 from runners.device import check_precision, resolve_device
 from runners.paths import check_path_names
 from runners.torchrun import check_processes
@@ -127,21 +133,61 @@ def worker_threads(num_threads: int | None, processes: int) -> int | None:
 
 
 def check_config(cfg: DictConfig) -> None:
-    """Before anything runs: trainer keys are the declared ones (a `+trainer.<typo>=` would be ignored) and the
-    training settings are valid (runners/trainer.check_settings); names that become paths are safe slugs."""
+    """Before anything runs (runners/checks.py): every key is one its config group declares (a `+group.<typo>=`
+    would be ignored), the training settings are valid (runners/trainer.check_settings), every count counts
+    something, every model size is >= 1 and names that become paths are safe slugs."""
     check_path_names(cfg)
-    declared = set(OmegaConf.load(REPO_ROOT / "conf" / "trainer" / "default.yaml"))
-    unknown = sorted(set(cfg.trainer) - declared)
-    if unknown:
-        raise ValueError(f"unknown trainer setting(s) {unknown}; conf/trainer/default.yaml declares "
-                         f"{', '.join(sorted(declared))}")
-    check_settings(train_settings(cfg, None), get_model(cfg.model.name).gradient_free)
+    check_known_keys(*config_keys(cfg))
+    model_cls = get_model(cfg.model.name)
+    check_settings(train_settings(cfg, None), model_cls.gradient_free)
+    missing = object()
+    values = {key: value for key in (*COUNTS, *CHOICES) if (value := OmegaConf.select(cfg, key, default=missing))
+              is not missing}
+    check_counts(values)
+    check_model_sizes(model_params(cfg))
     device = resolve_device(cfg.trainer.device)  # cuda asked for without a GPU: what torch sees, before anything
     check_precision(str(cfg.trainer.precision), device)
     check_processes(int(cfg.trainer.processes))  # under torchrun: the processes it started
     if device.type != "cpu" and int(cfg.trainer.processes) > 1:
         raise ValueError(f"trainer.processes={cfg.trainer.processes} is the CPU's data-parallel path; on "
                          f"{device} train one process (trainer.processes=1)")
+
+
+def config_keys(cfg: DictConfig) -> tuple[dict[str, list[str]], dict[str, tuple[set[str], str]]]:
+    """(where -> the keys `cfg` has there, where -> (the keys declared there, by which files or code)) for
+    runners/checks.check_known_keys: top level, paths, mlflow, each config group, the model's constructor
+    arguments and the dataset loader's options."""
+    top = top_config()
+    groups = ("model", "dataset", "protocol", "trainer")
+    keys = {"": list(cfg), **{g: list(cfg[g]) for g in ("paths", "mlflow", *groups) if g in cfg}}
+    valid = {"": (set(top) - {"defaults", "hydra"} | set(groups), "conf/config.yaml"),
+             **{g: (set(top[g]), "conf/config.yaml") for g in ("paths", "mlflow")},
+             **{g: (declared_keys(g), f"conf/{g}/*.yaml (and conf/experiment/*.yaml)") for g in groups}}
+    if "model" in cfg and "name" in cfg.model:
+        cls = get_model(cfg.model.name)
+        arguments = set(inspect.signature(cls).parameters) - DATA_ARGS
+        for part in ("params", "reference_params"):
+            if cfg.model.get(part):
+                keys[f"model.{part}"] = list(cfg.model[part])
+                valid[f"model.{part}"] = (arguments, f"{cls.__module__.replace('.', '/')}.py ({cls.__name__})")
+    if "dataset" in cfg and cfg.dataset.get("options"):
+        keys["dataset.options"] = list(cfg.dataset.options)
+        valid["dataset.options"] = dataset_options(str(cfg.dataset.kind))
+    return keys, valid
+
+
+@functools.lru_cache(maxsize=None)
+def top_config() -> DictConfig:
+    return OmegaConf.load(REPO_ROOT / "conf" / "config.yaml")
+
+
+def dataset_options(kind: str) -> tuple[set[str], str]:
+    """The options a dataset of loader `kind` takes (its loader's arguments, the data policy's, `behaviours`)."""
+    loader = LOADERS.get(kind)
+    if loader is None:
+        raise ValueError(f"dataset.kind must be one of {', '.join(sorted(LOADERS))}, got {kind!r}")
+    options = set(inspect.signature(loader).parameters) - {"data_root", "cache_dir"}
+    return options | set(TABLE_SETTINGS) | {"behaviours"}, f"the {kind!r} loader ({loader.__module__})"
 
 
 def data_settings(cfg: DictConfig) -> DataSettings:

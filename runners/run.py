@@ -38,6 +38,7 @@ from datasets.split import Split, data_options, load_split, split_fingerprint  #
 from datasets.table import Table  # noqa: E402
 from models.interface import SeqRecModel  # noqa: E402
 from models.registry import get_model  # noqa: E402
+from runners.checks import check_outcome, check_parameters  # noqa: E402
 from runners.config import DataSettings, Job, check_config, job_settings, run_name  # noqa: E402
 from runners.data_parallel import train_processes  # noqa: E402
 from runners.evaluation import EvalOutcome, TestSetGuard, final_evaluation  # noqa: E402
@@ -225,14 +226,22 @@ def train_and_test(job: Job, table: Table, split: Split, checkpoint: Path,
                    log_curve: Callable[[dict[str, float], int], None], t_start: float) -> dict:
     """Inside the MLflow run: build, train, test once, log the final metrics; returns them."""
     model = build_model(job, table)
+    gradient_free = get_model(job.model).gradient_free
+    trainable = check_parameters(model, gradient_free)  # a zero-sized layer: FAILED before training
     settings = replace(job.settings, checkpoint_path=str(checkpoint))
-    log.info("%s: %s on %s (%s), %d params, %s", job.run_name, job.model, job.data.dataset, job.label,
-             sum(x.numel() for x in model.parameters()), settings)
+    log.info("%s: %s on %s (%s), %d params (%d trainable), %s", job.run_name, job.model, job.data.dataset,
+             job.label, sum(x.numel() for x in model.parameters()), trainable, settings)
     guard = TestSetGuard(eval_rows(table, split, "test"), job.test_access_limit)
     fail_for_testing(job.debug_raise)
     result = train_processes(model, table, split, settings, guard, log_curve, job.processes, job.backend,
                              job.threads, job.flush_denormal, helpers_class())
     final, test = final_metrics(job, table, split, settings, model, guard, result, t_start)
+    try:  # no step, no parameter or no finite figure: FAILED, never FINISHED (a resume would repeat it)
+        check_outcome(result.steps, trainable, gradient_free,
+                      {k: final[k] for k in ("test_auc", f"best_{job.select_on}_auc")})
+    except RuntimeError:
+        checkpoint.unlink(missing_ok=True)
+        raise
     mlflow.log_metrics(final, step=result.steps)
     if job.log_outcomes:
         mlflow.log_text(outcomes_table(table, test), "outcomes/test_outcomes.csv")
