@@ -98,6 +98,10 @@ def test_rarest_category_reaches_the_table_and_an_empty_list_is_unknown(tmp_path
     category = {int(k): table.category_keys[c] for k, c in zip(table.item_keys, table.item_category)}
     assert category == {1: "000007", 2: "000009", 3: "000009", 4: UNKNOWN_CATEGORY}  # item 2: a 7/9 tie
     assert table.n_interactions == 10 and table.cleaning["duplicate_rows_dropped"] == 0  # user 2's repeat of 3 stays
+    table = load_dataset("mini", "s3rec", tmp_path, tmp_path / "cache", {**options, "category": "none"})
+    assert list(table.category_keys) == ["all"]
+    with pytest.raises(ValueError, match="category='brand'; expected one of"):
+        load_dataset("mini", "s3rec", tmp_path, tmp_path / "cache", {**options, "category": "brand"})
 
 
 def _stub_manifest(monkeypatch: pytest.MonkeyPatch, files: dict[str, Path], sha256: dict[str, str] | None = None):
