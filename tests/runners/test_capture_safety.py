@@ -33,14 +33,13 @@ from tests.models.helpers import one_thread  # noqa: F401  (a fixture, used thro
 from tests.runners.conftest import REPO_ROOT, compose
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-FORBIDDEN = {"lift_fresh": "a tensor made from host data (a host-to-device copy on a GPU)",
-             "lift_fresh_copy": "a tensor made from host data (a host-to-device copy on a GPU)",
-             "_local_scalar_dense": "a read of a device value on the host (.item() and the like)",
-             "is_nonzero": "a read of a device value on the host (bool(tensor))",
-             "nonzero": "a data-dependent shape", "nonzero_static": None, "masked_select": "a data-dependent shape",
-             "unique": "a data-dependent shape", "_unique": "a data-dependent shape", "_unique2": "a data-dependent shape",
-             "unique_dim": "a data-dependent shape", "unique_consecutive": "a data-dependent shape",
-             "argwhere": "a data-dependent shape"}
+HOST_DATA = "a tensor made from host data (a host-to-device copy on a GPU)"
+HOST_READ = "a read of a device value on the host (.item(), bool(tensor) and the like)"
+DATA_SHAPE = "a data-dependent shape"
+FORBIDDEN = {"lift_fresh": HOST_DATA, "lift_fresh_copy": HOST_DATA, "_local_scalar_dense": HOST_READ,
+             "is_nonzero": HOST_READ, "nonzero": DATA_SHAPE, "masked_select": DATA_SHAPE, "argwhere": DATA_SHAPE,
+             "unique": DATA_SHAPE, "_unique": DATA_SHAPE, "_unique2": DATA_SHAPE, "unique_dim": DATA_SHAPE,
+             "unique_consecutive": DATA_SHAPE}
 
 
 def where() -> str:
