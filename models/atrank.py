@@ -40,7 +40,7 @@ from torch import nn
 from datasets.batch import N_TIME_BUCKETS, Batch
 from models.behaviour_groups import GroupEncoders
 from models.interface import PointwiseModel
-from models.layers import (FeedForward, ItemCategoryEmbedding, KeyMask, MultiHeadAttention, l2_half_sum,
+from models.layers import (FeedForward, ItemCategoryEmbedding, KeyMask, MultiHeadAttention, l2_half_sum, one_hot,
                            tf_default_init_)
 from models.registry import register
 
@@ -92,7 +92,7 @@ class ATRank(PointwiseModel):
 
     def behaviours(self, batch: Batch, x: torch.Tensor | None = None) -> torch.Tensor:
         x = self.items(batch.hist) if x is None else x  # [B, L, 128]
-        t = nn.functional.one_hot(batch.hist_time, N_TIME_BUCKETS)[..., : self.time_slots].to(x.dtype)
+        t = one_hot(batch.hist_time, self.time_slots, x.dtype)
         x = torch.cat([x, t], dim=-1)  # [B, L, 128 + slots]
         if self.n_groups == 1:
             h = self.behavior[0](x)  # [B, L, 128]

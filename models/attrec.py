@@ -87,6 +87,9 @@ class AttRec(SeqRecModel):
     train_format = "sequence"
     data_parallel = False
     data_parallel_note = "its loss is a mean over the batch's windows, whose count only the whole batch knows (one row per user: an epoch is a few dozen steps anyway)"
+    cuda_graphs = False
+    cuda_graphs_note = ("its loss selects windows and positives by boolean mask and redraws negatives until none "
+                        "hits (data-dependent shapes, host reads)")
 
     def __init__(self, n_users: int, n_items: int, n_categories: int, item_category: np.ndarray,
                  dim: int = 100, L: int = 5, T: int = 3, w: float = 0.3, gamma: float = 0.5, l2: float = 0.0,

@@ -37,7 +37,7 @@ from torch import nn
 
 from datasets.batch import Batch
 
-from models.layers import ItemCategoryEmbedding, UserVectorModel, tf_default_init_
+from models.layers import ItemCategoryEmbedding, UserVectorModel, one_hot, tf_default_init_
 from models.registry import register
 
 ONE_HOT_SLOTS = 12  # the reference's one_hot(bucket, 12): bucket 12 -> all zeros
@@ -79,7 +79,7 @@ class WindowSums(torch.autograd.Function):
         (B, L, C), (F, W) = ctx.shape, ctx.sizes
         g = grad.new_empty(B, L, C)
         for j, (lo, hi) in enumerate(tap_columns(F, W)):
-            g[:, : min(j, L), lo:hi] = 0.0  # products of positions no window start reaches with tap j
+            g[:, : min(j, L), lo:hi].fill_(0.0)  # products of positions no window start reaches with tap j
             if j < L:
                 g[:, j:, lo:hi] = grad[:, : L - j, F * j:]
         return g, grad.sum(dim=(0, 1)), None, None
@@ -116,8 +116,8 @@ class CNN(UserVectorModel):
         self.conv_bias = nn.Parameter(torch.cat([c.bias.detach() for c in convs]))  # [W * F], width-major
 
     def features(self, batch: Batch) -> torch.Tensor:
-        time = nn.functional.one_hot(batch.hist_time, ONE_HOT_SLOTS + 1)[..., :ONE_HOT_SLOTS]  # [B, L, 12]
-        x = self.input(torch.cat([self.emb(batch.hist), time.to(self.input.weight.dtype)], dim=-1))  # [B, L, hidden]
+        time = one_hot(batch.hist_time, ONE_HOT_SLOTS, self.input.weight.dtype)  # [B, L, 12]
+        x = self.input(torch.cat([self.emb(batch.hist), time], dim=-1))  # [B, L, hidden]
         return x.masked_fill(~batch.mask[..., None], 0.0)  # the reference masks after the dense layer
 
     def conv_weight(self, width: int) -> torch.Tensor:

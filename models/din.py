@@ -48,7 +48,7 @@ import torch
 from torch import nn
 
 from datasets.batch import Batch
-from models.interface import PointwiseModel
+from models.interface import PointwiseModel, host_shortcuts
 from models.layers import ItemCategoryEmbedding, l2_half_sum, tf_default_init_
 from models.registry import register
 
@@ -69,7 +69,9 @@ class Dice(nn.Module):
         if not self.adaptive:
             return torch.where(x > 0, x, self.alpha * x)
         mean, var = self.running_mean, self.running_var
-        if self.training:
+        if self.training and mask is not None and not host_shortcuts(x.device):
+            mean, var = self.masked_statistics(x, mask)
+        elif self.training:
             rows = x.reshape(-1, x.shape[-1]) if mask is None else x[mask]  # [N, D]
             if rows.shape[0] > 0:
                 mean, var = rows.mean(0), rows.var(0, unbiased=False)
@@ -78,6 +80,23 @@ class Dice(nn.Module):
                     self.running_var.lerp_(var, self.momentum)
         p = torch.sigmoid((x - mean) / torch.sqrt(var + self.eps))
         return p * x + (1 - p) * self.alpha * x
+
+
+    def masked_statistics(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The batch mean and (biased) variance over the real rows as masked sums, with the running statistics'
+        update: fixed shapes and no host read (the accelerators' path; x[mask] has a data-dependent shape). With
+        no real row: the running statistics, not updated."""
+        w = mask.reshape(-1, 1).to(x.dtype)  # [N, 1]
+        rows = x.reshape(-1, x.shape[-1])  # [N, D]
+        n = w.sum()
+        some = n > 0
+        mean = (rows * w).sum(0) / n.clamp(min=1)
+        var = ((rows - mean) ** 2 * w).sum(0) / n.clamp(min=1)
+        with torch.no_grad():
+            step = self.momentum * some.to(x.dtype)
+            self.running_mean.lerp_(mean, step)
+            self.running_var.lerp_(var, step)
+        return torch.where(some, mean, self.running_mean), torch.where(some, var, self.running_var)
 
 
 class Sigmoid(nn.Module):

@@ -17,6 +17,13 @@
 Constructors take plain typed arguments. Every model receives the data shape as
 (n_users, n_items, n_categories, item_category) and its hyper-parameters from conf/model/<name>.yaml.
 `after_step()` runs after each optimiser step (e.g. AttRec's unit-ball clipping).
+
+`cuda_graphs` says whether the training step can be captured as a CUDA graph (runners/cuda_graphs.py): no host
+reads, no data-dependent shapes, no tensors made from host data (tests/runners/test_capture_safety.py checks each
+model that says so); a model that cannot says why in `cuda_graphs_note` and trains eagerly on a GPU.
+Shortcuts that read a device value on the host (faster on the CPU, a sync per call elsewhere) are taken only where
+`host_shortcuts(device)` allows: on the CPU, unless CPU_HOST_SHORTCUTS is off (the capture-safety test turns it
+off to run the accelerators' code path on the CPU).
 """
 from __future__ import annotations
 
@@ -28,6 +35,13 @@ from torch import nn
 
 from datasets.batch import Batch
 
+CPU_HOST_SHORTCUTS = True
+
+
+def host_shortcuts(device: torch.device) -> bool:
+    """Whether code on `device` may read a device value on the host to take a shortcut (the CPU only)."""
+    return CPU_HOST_SHORTCUTS and device.type == "cpu"
+
 
 class SeqRecModel(nn.Module):
     name: ClassVar[str] = ""
@@ -37,6 +51,8 @@ class SeqRecModel(nn.Module):
     data_parallel: ClassVar[bool] = True
     data_parallel_note: ClassVar[str] = ""
     gradient_free: ClassVar[bool] = False  # learns without gradients (POP): its lr may be 0
+    cuda_graphs: ClassVar[bool] = True  # its training step can be captured as a CUDA graph (see above)
+    cuda_graphs_note: ClassVar[str] = ""
 
     def loss(self, batch: Batch) -> torch.Tensor:
         raise NotImplementedError
@@ -62,6 +78,12 @@ def category_buffer(item_category: np.ndarray | torch.Tensor) -> torch.Tensor:
     return torch.as_tensor(np.asarray(item_category), dtype=torch.long)
 
 
+def paired_labels(rows: int, device: torch.device) -> torch.Tensor:
+    """[rows, 2] labels (1 for the positive column, 0 for the negative) made on the device itself: no copy from
+    host memory, which a CUDA graph capture refuses and which an eager CUDA step would wait on."""
+    return torch.stack([torch.ones(rows, device=device), torch.zeros(rows, device=device)], dim=1)
+
+
 class PointwiseModel(SeqRecModel):
     """A model trained on (history, target, label) rows with sigmoid cross-entropy, like the Table 3 models.
 
@@ -84,7 +106,7 @@ class PointwiseModel(SeqRecModel):
     def loss(self, batch: Batch) -> torch.Tensor:
         if batch.paired:  # [B, 2]: one history, its positive and its negative
             candidates = torch.stack([batch.target, batch.neg], dim=1)
-            labels = torch.tensor([1.0, 0.0], device=candidates.device).expand(len(batch), 2)
+            labels = paired_labels(len(batch), candidates.device)
         else:  # [B, 1]: one row per history
             candidates, labels = batch.target[:, None], batch.label[:, None]
         logits, penalty = self.logits_and_penalty(batch, candidates)

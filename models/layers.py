@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from datasets.batch import Batch
-from models.interface import PointwiseModel, category_buffer
+from models.interface import PointwiseModel, category_buffer, host_shortcuts
 
 
 class ItemCategoryEmbedding(nn.Module):
@@ -64,9 +64,15 @@ class KeyMask:
         has_key = key_mask.any(-1)  # [N]
         # the shortcut reads a value back: on the CPU only (on an accelerator a host sync per call, and no CUDA
         # graph could capture it); the general path gives the same values when every row has a key
-        if key_mask.device.type == "cpu" and bool(has_key.all()):
+        if host_shortcuts(key_mask.device) and bool(has_key.all()):
             return cls(key_mask[:, None, None, :], None)
         return cls((key_mask | ~has_key[:, None])[:, None, None, :], has_key)
+
+
+def one_hot(x: torch.Tensor, slots: int, dtype: torch.dtype) -> torch.Tensor:
+    """[..., slots] of `dtype`: 1 where x equals the slot's index (values >= slots give all zeros). As
+    nn.functional.one_hot(x, n)[..., :slots], without its range check, which reads x back on the CPU."""
+    return (x[..., None] == torch.arange(slots, device=x.device)).to(dtype)
 
 
 class StackedLinear(nn.Linear):

@@ -73,6 +73,9 @@ class SASRec(SeqRecModel):
     train_format = "sequence"
     data_parallel = False
     data_parallel_note = "its loss is a mean over the batch's positions, whose count only the whole batch knows (one row per user: an epoch is a few dozen steps anyway)"
+    cuda_graphs = False
+    cuda_graphs_note = ("its loss selects the real positions by boolean mask and redraws negatives until none "
+                        "hits (data-dependent shapes, host reads)")
 
     def __init__(self, n_users: int, n_items: int, n_categories: int, item_category: np.ndarray,
                  dim: int = 64, n_blocks: int = 2, n_heads: int = 1, dropout: float = 0.5, max_len: int = 50,

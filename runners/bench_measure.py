@@ -180,6 +180,8 @@ def measure_model(spec: dict) -> dict:
                pad_width=max(int(hist_len.max()), 1) if naive else None, pair_rows=per == 2,
                processes=spec.get("processes", 1))
     runner = StepRunner(model, rows, per, maker, s)
+    if runner.device_steps is not None:  # CUDA graphs: every padded width captured before the warm-up pass
+        runner.device_steps.prepare(batches)
     out["sparse_grad"] = any(getattr(m, "sparse", False) for m in model.modules())
     rng = np.random.default_rng(spec["seed"])
     if naive:  # every batch has the same width: a plain random sample
@@ -198,6 +200,8 @@ def measure_model(spec: dict) -> dict:
     out["peak_rss_mb"] = peak_rss_mb()
     device = resolve_device(s.device)
     out.update(device=str(device), peak_gpu_mb=peak_device_mb(device))
+    if runner.device_steps is not None and runner.device_steps.outcomes() is not None:
+        out["cuda_graphs"] = runner.device_steps.outcomes()
     if not naive and spec.get("profile"):  # last: the profiler's own event buffers must not count in peak RSS
         out["profile"] = profile_steps(runner, batches, spec["profile"], rng, out["epoch_s"] / len(batches))
     return out
@@ -253,7 +257,7 @@ def _timed_pass(runner: StepRunner, batches: list[np.ndarray], picks: Strata, or
     """Projected epoch (wall s, CPU s) from timing every drawn batch once, in `order`: per stratum, the batches in
     it times the mean time of its drawn ones."""
     wall, cpu = np.zeros(len(picks)), np.zeros(len(picks))
-    device = runner.device_steps.maker.device if runner.device_steps is not None else torch.device("cpu")
+    device = runner.device  # the model's device, also when its batches are built on the host
     for k, i in order:
         w0, c0 = time.perf_counter(), time.process_time()
         runner.step(batches[i], sync)

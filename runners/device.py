@@ -56,6 +56,15 @@ def resolve_device(spec: str | torch.device | None) -> torch.device:
     raise ValueError(f"trainer.device={spec!r}: expected {DEVICE_CHOICES}")
 
 
+def use_device(device: torch.device) -> torch.device:
+    """Make `device` the current one where that matters: `cuda:N` calls torch.cuda.set_device(N), so kernels, the
+    caching allocator and CUDA graphs of this process use that GPU (not GPU 0) wherever a tensor is made without
+    an explicit device. Returns `device`."""
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    return device
+
+
 def check_precision(precision: str, device: torch.device) -> None:
     """fp32 anywhere; bf16 (torch.autocast) on CUDA only: on the CPU it is refused rather than silently slower
     and different (CPU bf16 autocast is not what the CPU figures were measured with)."""

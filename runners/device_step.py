@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 
 from datasets.batch import Batch
@@ -51,6 +52,10 @@ def batch_maker(table: Table, s: Settings) -> BatchMaker | DeviceBatchMaker:
     device = resolve_device(s.device)
     check_precision(s.precision, device)
     if not uses_device_batches(s, device):
+        if s.precision != "fp32":
+            raise ValueError(f"trainer.precision={s.precision} runs on the device path only (its autocast is in "
+                             "runners/device_step.py); this run has trainer.device_batches=false. Set "
+                             "trainer.device_batches=true (or auto on a GPU), or trainer.precision=fp32")
         return BatchMaker(table, max_len=s.max_len)
     return DeviceBatchMaker(table, s.max_len, device, uses_static_widths(s, device))
 
@@ -94,6 +99,19 @@ class DeviceSteps:
 
     def batch(self, idx) -> Batch:
         return self.maker.make_indexed(self.resident, idx)
+
+    def prepare(self, batches: list[np.ndarray]) -> None:
+        """With CUDA graphs: capture every (rows, padded width) shape of `batches` now, before any timed step."""
+        if self.graphs is None:
+            return
+        from runners.cuda_graphs import distinct_shapes
+
+        for idx in distinct_shapes(batches, lambda i: self.maker.width(self.resident.hist_len[np.asarray(i)])):
+            self.graphs.prepare(self.batch(idx))
+
+    def outcomes(self) -> dict | None:
+        """CudaGraphSteps.outcomes() when graphs are on, else None."""
+        return None if self.graphs is None else self.graphs.outcomes()
 
     def step(self, idx, poison: bool = False) -> torch.Tensor:
         batch = self.batch(idx)

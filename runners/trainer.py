@@ -29,7 +29,7 @@ from datasets.split import Split
 from datasets.table import Table
 from models.interface import SeqRecModel
 from runners.checkpoint import load_checkpoint, save_checkpoint
-from runners.device import resolve_device
+from runners.device import resolve_device, synchronize, use_device
 from runners.device_step import DeviceSteps, batch_maker
 from runners.evaluation import EvalOutcome, TestSetGuard, evaluate
 from runners.gradient_sync import GradientSync, replicate_limit, shard
@@ -169,7 +169,8 @@ class StepRunner:
         self.model, self.rows, self.rows_per_index, self.maker = model, rows, rows_per_index, maker
         self.clip_norm = s.clip_norm
         self.replicate_setting, self.replicate_width = s.replicate_width, None  # resolved at the first shared step
-        device = resolve_device(s.device)
+        self.device = device = use_device(resolve_device(s.device))
+        self.cuda = device.type == "cuda"
         model.to(device)  # a no-op on the CPU; on a GPU sparse_grad=auto is dense (sparse cannot be captured)
         sparse = False if device.type != "cpu" and s.sparse_grad == "auto" else s.sparse_grad
         self.optimizer, self.params = prepare_optimizer(model, s.optimizer, s.lr, s.weight_decay, sparse,
@@ -277,6 +278,8 @@ class TrainingLoop:
         rng = np.random.default_rng([s.seed, state.epoch if s.reshuffle else 0])
         batches = batch_order(self.runner.rows, self.indices_per_batch, rng, bucket_by_length=s.bucket_by_length,
                               indptr=self.table.indptr, chunk_batches=s.bucket_chunk)
+        if self.runner.device_steps is not None:
+            self.runner.device_steps.prepare(batches[state.batch_in_epoch:])  # CUDA graphs: captures, untimed
         for idx in batches[state.batch_in_epoch:]:
             self.train_one(idx)
             stopped = bool(s.eval_every) and state.step % s.eval_every == 0 and self.eval_and_agree()
@@ -300,6 +303,8 @@ class TrainingLoop:
                                    "worker 1 fails for testing")
             poison = s.debug_nan_at_step is not None and step >= s.debug_nan_at_step
             loss = self.runner.step(idx, self.sync, poison)
+            if self.runner.cuda:
+                synchronize(self.runner.device)  # the step's time is its kernels' time, not their launch
         except FloatingPointError as e:
             raise FloatingPointError(f"{e} at step {step} (epoch {state.epoch}); lower the lr or check the "
                                      "inputs") from None

@@ -63,6 +63,22 @@ def test_cuda_without_a_gpu_is_a_clear_error():
     assert info["device"] == "cpu" and {"device_name", "torch_version", "cuda_version", "cudnn_version"} <= set(info)
 
 
+def test_cuda_n_becomes_the_current_device_and_bf16_needs_the_device_path(monkeypatch, data):
+    """use_device(cuda:N) calls torch.cuda.set_device(N) (CPU: nothing); bf16 with trainer.device_batches=false
+    is refused, not silently fp32 (the host path has no autocast). CUDA itself is faked: CI has none."""
+    from runners import device_step
+    from runners.device import use_device
+
+    calls = []
+    monkeypatch.setattr(torch.cuda, "set_device", calls.append)
+    assert use_device(torch.device("cuda", 1)) == torch.device("cuda", 1) and calls == [torch.device("cuda", 1)]
+    assert use_device(torch.device("cpu")) == torch.device("cpu") and len(calls) == 1
+    monkeypatch.setattr(device_step, "check_precision", lambda precision, device: None)  # as on a GPU
+    s = TrainSettings(precision="bf16", device_batches=False)
+    with pytest.raises(ValueError, match="precision=bf16 runs on the device path only.*device_batches=false"):
+        device_step.batch_maker(data[0], s)
+
+
 @pytest.mark.parametrize("name", ["atrank", "bpr", "gru4rec", "cnn", "din"])
 def test_static_widths_give_the_same_loss_and_weights_through_the_step(data, name):
     """The epoch's first batches, the same rows, natural vs static widths: same losses, same weights after the
