@@ -82,6 +82,11 @@ def deferred() -> Iterator[None]:
         raise interruption(_state["pending"], "after the training loop")
 
 
+def pending_signal() -> int | None:
+    """The signal this process received and has not acted on yet (the training loop stops at its next step)."""
+    return _state["pending"] if os.getpid() == _state["owner"] else None
+
+
 def stop_if_interrupted(step: int, total: int, checkpoint: Callable[[], Path | None]) -> None:
     """Called between training steps: after a signal, `checkpoint()` (the path it wrote, or None when no checkpoint
     is due) and the interruption, raised with the step and the checkpoint in its message."""

@@ -12,6 +12,7 @@ import json
 import logging
 import math
 import os
+import signal
 import sys
 import time
 import traceback
@@ -42,7 +43,7 @@ from runners.config import DataSettings, Job, check_config, job_settings, run_na
 from runners.data_parallel import train_processes  # noqa: E402
 from runners.evaluation import EvalOutcome, TestSetGuard, final_evaluation  # noqa: E402
 from runners.checkpoint import usable_checkpoint  # noqa: E402
-from runners.interrupts import Terminated, closing_on_signals  # noqa: E402
+from runners.interrupts import Terminated, closing_on_signals, pending_signal  # noqa: E402
 from runners.lease import config_lease  # noqa: E402
 from runners.runtime import configure_runtime, peak_rss_mb, seed_everything, tune_malloc  # noqa: E402
 from runners.tracking import (code_hash, config_hash, ensure_store, environment_tags, flatten,  # noqa: E402
@@ -255,14 +256,15 @@ def record_data_failure(job: Job, e: BaseException, sweep_dir: str) -> None:
 
 
 def record_failure(e: BaseException) -> None:
-    """The active MLflow run ends FAILED (KILLED on SIGINT / SIGTERM, said in the log) with the error and its
-    traceback as tags."""
-    killed = isinstance(e, (KeyboardInterrupt, Terminated))
+    """The active MLflow run ends FAILED with the error and its traceback as tags; KILLED, said in the log, when
+    SIGINT / SIGTERM ended it, or came first and the error followed (a data-parallel worker that stopped)."""
+    signalled, pending = isinstance(e, (KeyboardInterrupt, Terminated)), pending_signal()
     active = mlflow.active_run()
     mlflow.set_tags({"error": f"{type(e).__name__}: {e}"[:5000], "error_traceback": traceback.format_exc()[-5000:]})
-    mlflow.end_run(status="KILLED" if killed else "FAILED")
-    if killed and active is not None:
-        log.warning("%s KILLED by %s; MLflow run %s closed as KILLED", active.info.run_name, e, active.info.run_id)
+    mlflow.end_run(status="KILLED" if signalled or pending is not None else "FAILED")
+    if (signalled or pending is not None) and active is not None:
+        cause = e if signalled else f"{signal.Signals(pending).name}, then {type(e).__name__}: {e}"
+        log.warning("%s KILLED by %s; MLflow run %s closed as KILLED", active.info.run_name, cause, active.info.run_id)
 
 
 def run(cfg: DictConfig, sweep_dir: str | None = None) -> dict:

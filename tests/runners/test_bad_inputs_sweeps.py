@@ -7,6 +7,8 @@ generated `sample` dataset with tiny budgets.
 """
 from __future__ import annotations
 
+import os
+import re
 import shutil
 import signal
 import socket
@@ -112,19 +114,22 @@ LONG = ["model=bpr", "dataset=sample", "trainer.epochs=100000", "trainer.max_ste
         "trainer.eval_every=100000000", "trainer.num_threads=1", "trainer.checkpoint_every=50"]
 
 
-def interrupted_run(tmp: Path, signum: int) -> tuple[int, str]:
-    """A long CLI run, sent `signum` once its first periodic checkpoint is on disk (it is training then); returns
-    its exit status and output."""
+def interrupted_run(tmp: Path, signum: int, extra: tuple[str, ...] = (), group: bool = False) -> tuple[int, str]:
+    """A long CLI run, sent `signum` (to its whole process group with `group`, as Ctrl-C or a scheduler does) once
+    its first periodic checkpoint is on disk (it is training then); returns its exit status and output."""
     checkpoints = tmp / "cache" / "checkpoints"
     with open(tmp / "run.log", "w") as out:
-        proc = subprocess.Popen([*RUN, *LONG, *where(tmp)], cwd=tmp, env=isolated_env(tmp), stdout=out,
-                                stderr=subprocess.STDOUT)
+        proc = subprocess.Popen([*RUN, *LONG, *extra, *where(tmp)], cwd=tmp, env=isolated_env(tmp), stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=group)
         try:
             deadline = time.time() + 240
             while proc.poll() is None and time.time() < deadline and not any(checkpoints.glob("*.pt")):
                 time.sleep(0.1)
             assert proc.poll() is None, f"the run ended before it was signalled:\n{(tmp / 'run.log').read_text()}"
-            proc.send_signal(signum)
+            if group:
+                os.killpg(proc.pid, signum)  # the session we started, by its id
+            else:
+                proc.send_signal(signum)
             proc.wait(timeout=120)
         finally:
             if proc.poll() is None:
@@ -133,14 +138,9 @@ def interrupted_run(tmp: Path, signum: int) -> tuple[int, str]:
     return proc.returncode, (tmp / "run.log").read_text()
 
 
-@pytest.mark.parametrize("signum, statuses", [(signal.SIGTERM, (128 + signal.SIGTERM,)),
-                                              (signal.SIGINT, (-signal.SIGINT, 128 + signal.SIGINT))])
-def test_a_signalled_run_is_killed_with_a_log_line_and_a_checkpoint_at_its_step(tmp, signum, statuses):
-    import re
-
-    code, log = interrupted_run(tmp, signum)
-    name = signal.Signals(signum).name
-    assert code in statuses, f"exit {code}\n{log[-3000:]}"
+def assert_killed_at_a_checkpoint(tmp: Path, log: str, name: str, exception: str) -> None:
+    """The log line names the run, the signal, the step and the checkpoint; the checkpoint holds that step; the
+    MLflow run is KILLED with the same error."""
     line = re.search(rf"bpr/sample/seed0 KILLED by {name} at step (\d+) of \d+; checkpoint (\S+) written; "
                      r"MLflow run (\w+) closed as KILLED", log)
     assert line, log[-3000:]
@@ -149,8 +149,23 @@ def test_a_signalled_run_is_killed_with_a_log_line_and_a_checkpoint_at_its_step(
     assert torch.load(checkpoint, weights_only=False)["state"]["step"] == step >= 50
     run = mlflow.MlflowClient(f"sqlite:///{tmp / 'mlflow.db'}").get_run(run_id)
     assert run.info.status == "KILLED"
-    assert run.data.tags["error"].startswith(f"{'Terminated' if signum == signal.SIGTERM else 'KeyboardInterrupt'}"
-                                             f": {name} at step {step} ")
+    assert run.data.tags["error"].startswith(f"{exception}: {name} at step {step} ")
+
+
+@pytest.mark.parametrize("signum, statuses", [(signal.SIGTERM, (128 + signal.SIGTERM,)),
+                                              (signal.SIGINT, (-signal.SIGINT, 128 + signal.SIGINT))])
+def test_a_signalled_run_is_killed_with_a_log_line_and_a_checkpoint_at_its_step(tmp, signum, statuses):
+    code, log = interrupted_run(tmp, signum)
+    assert code in statuses, f"exit {code}\n{log[-3000:]}"
+    exception = "Terminated" if signum == signal.SIGTERM else "KeyboardInterrupt"
+    assert_killed_at_a_checkpoint(tmp, log, signal.Signals(signum).name, exception)
+
+
+@pytest.mark.slow  # two worker processes: the slow tier (python -m pytest -m slow)
+def test_sigterm_to_a_data_parallel_runs_process_group_is_handled_by_rank_0(tmp):
+    code, log = interrupted_run(tmp, signal.SIGTERM, ("trainer.processes=2", "trainer.replicate_width=0"), group=True)
+    assert code == 128 + signal.SIGTERM, f"exit {code}\n{log[-3000:]}"
+    assert_killed_at_a_checkpoint(tmp, log, "SIGTERM", "Terminated")
 
 
 # ---------------------------------------------------------------------------------------------------------------
