@@ -161,6 +161,29 @@ def test_a_signalled_run_is_killed_with_a_log_line_and_a_checkpoint_at_its_step(
     assert_killed_at_a_checkpoint(tmp, log, signal.Signals(signum).name, exception)
 
 
+def test_signals_outside_the_loop_or_twice_raise_at_once_and_the_handlers_are_restored_after_the_run():
+    from runners.interrupts import Terminated, closing_on_signals, deferred, pending_signal, stop_if_interrupted
+
+    before = signal.getsignal(signal.SIGTERM)
+    with closing_on_signals():
+        with pytest.raises(Terminated, match="SIGTERM outside the training loop") as outside:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)  # the handler raises here, in the main thread, long before this ends
+        assert outside.value.signum == signal.SIGTERM
+        with pytest.raises(KeyboardInterrupt, match="SIGINT received twice"), deferred():
+            os.kill(os.getpid(), signal.SIGINT)  # the loop would stop at its next step boundary
+            assert pending_signal() == signal.SIGINT
+            os.kill(os.getpid(), signal.SIGINT)  # impatient: at once
+            time.sleep(5)
+    with closing_on_signals():
+        with pytest.raises(Terminated, match=r"SIGTERM at step 7 of 9; no checkpoint \(trainer.checkpoint_every=0\)"):
+            with deferred():
+                stop_if_interrupted(6, 9, lambda: None)  # nothing pending: goes on
+                os.kill(os.getpid(), signal.SIGTERM)
+                stop_if_interrupted(7, 9, lambda: None)
+    assert signal.getsignal(signal.SIGTERM) is before and pending_signal() is None
+
+
 @pytest.mark.slow  # two worker processes: the slow tier (python -m pytest -m slow)
 def test_sigterm_to_a_data_parallel_runs_process_group_is_handled_by_rank_0(tmp):
     code, log = interrupted_run(tmp, signal.SIGTERM, ("trainer.processes=2", "trainer.replicate_width=0"), group=True)
