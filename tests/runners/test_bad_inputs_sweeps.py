@@ -85,6 +85,7 @@ def test_a_sweep_whose_nested_jobs_all_fail_counts_every_job_exits_1_and_its_par
     assert parent.info.status == "FAILED" and parent.data.tags["failed_jobs"] == "2"
 
 
+@pytest.mark.slow  # the default tier has the mixed case unnested (test_sweeps.py) and the nested all-failed one
 def test_a_nested_sweep_with_one_failed_job_exits_1_and_its_parent_is_failed(tmp):
     res = cli(["-m", *BPR, "trainer.debug_raise=false,true", NESTED, *where(tmp)], tmp)
     assert res.returncode == 1, tail(res)
