@@ -1,7 +1,8 @@
 """Hydra callbacks, registered in conf/config.yaml under hydra.callbacks:
 
 - CreateTrackingStore: create the MLflow store before any job starts (parallel jobs then only write to it);
-- SummariseSweep: when a multirun ends, print what each job did (from its status.json) and exit 1 if any failed;
+- SummariseSweep: when a multirun ends, print what each job did (from its status.json, found however deep the job
+  folders nest) and exit 1 if any failed or none was found;
 - WriteReport: when a multirun ends, write the Table 3 report of the experiments the sweep touched.
 
 Hydra calls end hooks in reverse order of registration, so `report` (registered last) is written before the
@@ -10,7 +11,6 @@ so the table accumulates across sweeps; a report failure is printed and never ch
 """
 from __future__ import annotations
 
-import json
 import re
 import sys
 import traceback
@@ -23,14 +23,9 @@ from omegaconf import DictConfig
 REPO_ROOT = Path(__file__).resolve().parents[1]
 if sys.path[0] != str(REPO_ROOT):  # Hydra imports this module by name: our `datasets`, never Hugging Face's
     sys.path.insert(0, str(REPO_ROOT))
-from runners.sweep_runs import (close_orphaned_parents, close_parents, hold_sweep, release_sweep,  # noqa: E402
-                                write_sweep_file)
+from runners.sweep_runs import (close_orphaned_parents, close_parents, hold_sweep, job_statuses,  # noqa: E402
+                                release_sweep, write_sweep_file)
 from runners.tracking import ensure_store, tracking_uri  # noqa: E402
-
-
-def job_statuses(sweep_dir: Path) -> list[dict]:
-    """What each job of the sweep reported (runners/run.py writes <job dir>/status.json), in job order."""
-    return [json.loads(p.read_text()) for p in sorted(Path(sweep_dir).glob("*/status.json"))]
 
 
 class CreateTrackingStore(Callback):
@@ -55,7 +50,8 @@ class CreateTrackingStore(Callback):
 
 class SummariseSweep(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        """Print how many jobs finished, failed or were skipped (from each job's status.json); exit 1 on failures."""
+        """Print how many jobs finished, failed or were skipped (from each job's status.json); exit 1 when a job
+        failed or no job was found."""
         sweep_dir = Path(config.hydra.sweep.dir)
         statuses = job_statuses(sweep_dir)
         counts = {k: sum(1 for s in statuses if s["status"] == k) for k in ("FINISHED", "SKIPPED", "FAILED")}
@@ -71,7 +67,10 @@ class SummariseSweep(Callback):
         if "optuna" in str(sweeper.get("_target_", "")):  # experiment=tune_<model>: the same budget for every model
             print(f"tuning budget: {sweeper.n_trials} optuna trial(s) for model {config.model.name}, selected on "
                   f"{config.protocol.select_on} ({config.protocol.name})", flush=True)
-        if counts["FAILED"]:
+        if not statuses:
+            print(f"sweep summary: no job folder found under {sweep_dir} (expected .hydra/hydra.yaml or status.json "
+                  "in each)", flush=True)
+        if counts["FAILED"] or not statuses:
             raise SystemExit(1)
 
 
@@ -125,8 +124,8 @@ class WriteReport(Callback):
         touched = {r.info.experiment_id for r in client.search_runs(
             list(exp_ids), filter_string=f"tags.sweep_dir = '{sweep_dir}'")} if exp_ids else set()
         # Jobs skipped as already finished log nothing new: their run ids are in the jobs' status files.
-        for status in sweep_dir.glob("*/status.json"):
-            run_id = json.loads(status.read_text()).get("run_id")
+        for status in job_statuses(sweep_dir):
+            run_id = status.get("run_id")
             if run_id:
                 touched.add(client.get_run(run_id).info.experiment_id)
         if not touched:

@@ -186,8 +186,12 @@ def run_program(model: SeqRecModel, table: Table, split: Split, settings: TrainS
 
 
 def helper_main(directory: str, rank: int, peers: str, parent_pid: int) -> int:
-    """A helper process that rank 0 started: its control sockets are inherited descriptors."""
+    """A helper process that rank 0 started: its control sockets are inherited descriptors. SIGINT and SIGTERM
+    (Ctrl-C, a scheduler signalling the process group) are left to rank 0, which stops the run between steps
+    (runners/interrupts.py); a helper ends when rank 0 closes its channel or dies."""
     die_with_parent(parent_pid)
+    for s in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(s, signal.SIG_IGN)
     return serve_job(directory, rank, ControlChannel(rank, {int(p): socket.socket(fileno=int(fd))
                                                             for p, fd in (x.split(":") for x in peers.split(","))}))
 

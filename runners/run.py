@@ -12,6 +12,7 @@ import json
 import logging
 import math
 import os
+import signal
 import sys
 import time
 import traceback
@@ -45,6 +46,7 @@ from runners.evaluation import EvalOutcome, TestSetGuard, final_evaluation  # no
 from runners.checkpoint import usable_checkpoint  # noqa: E402
 from datasets.names import under  # noqa: E402
 from runners.paths import register_path_resolver  # noqa: E402
+from runners.interrupts import Terminated, closing_on_signals, pending_signal  # noqa: E402
 from runners.lease import config_lease  # noqa: E402
 from runners.runtime import configure_runtime, peak_rss_mb, seed_everything, tune_malloc  # noqa: E402
 from runners.tracking import (code_hash, config_hash, ensure_store, environment_tags, flatten,  # noqa: E402
@@ -269,9 +271,15 @@ def record_data_failure(job: Job, e: BaseException, sweep_dir: str) -> None:
 
 
 def record_failure(e: BaseException) -> None:
-    """The active MLflow run ends FAILED (KILLED on Ctrl-C) with the error and its traceback as tags."""
+    """The active MLflow run ends FAILED with the error and its traceback as tags; KILLED, said in the log, when
+    SIGINT / SIGTERM ended it, or came first and the error followed (a data-parallel worker that stopped)."""
+    signalled, pending = isinstance(e, (KeyboardInterrupt, Terminated)), pending_signal()
+    active = mlflow.active_run()
     mlflow.set_tags({"error": f"{type(e).__name__}: {e}"[:5000], "error_traceback": traceback.format_exc()[-5000:]})
-    mlflow.end_run(status="KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
+    mlflow.end_run(status="KILLED" if signalled or pending is not None else "FAILED")
+    if (signalled or pending is not None) and active is not None:
+        cause = e if signalled else f"{signal.Signals(pending).name}, then {type(e).__name__}: {e}"
+        log.warning("%s KILLED by %s; MLflow run %s closed as KILLED", active.info.run_name, cause, active.info.run_id)
 
 
 def run(cfg: DictConfig, sweep_dir: str | None = None) -> dict:
@@ -302,8 +310,9 @@ def run_leased(job: Job, table: Table, split: Split, chash: str, store: Store, s
     checkpoint = under(job.data.cache_dir, job.data.cache_dir / "checkpoints" / f"{chash}.pt", "checkpoint")
     resume_id = resumable_run(store, chash, checkpoint)
     parent_id = parent_run_id(store.client, store.experiment_id, sweep_dir) if sweep_dir else None
-    with mlflow.start_run(run_id=resume_id, experiment_id=None if resume_id else store.experiment_id,
-                          run_name=None if resume_id else job.run_name) as active:
+    start = {"run_id": resume_id, "experiment_id": None if resume_id else store.experiment_id,
+             "run_name": None if resume_id else job.run_name}
+    with closing_on_signals(), mlflow.start_run(**start) as active:  # SIGTERM / SIGINT: KILLED (runners/interrupts.py)
         try:
             tags = run_tags(job, table, split, chash, sweep_dir, resumed=resume_id is not None, parent_id=parent_id)
             logged = log_run_start(job, store, table, split, tags, resume_id)
@@ -344,4 +353,7 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
-    run_rank(main)  # under torchrun, ranks 1..N-1 serve rank 0's data-parallel runs (runners/torchrun.py)
+    try:
+        run_rank(main)  # under torchrun, ranks 1..N-1 serve rank 0's data-parallel runs (runners/torchrun.py)
+    except Terminated as e:  # SIGTERM during a run, closed as KILLED: the conventional exit status
+        sys.exit(128 + e.signum)

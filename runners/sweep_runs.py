@@ -20,6 +20,8 @@ from pathlib import Path
 
 PARENT_TAG = "sweep_parent"   # "true" on a sweep's parent run; reports leave those rows out
 SWEEP_FILE = "sweep.json"
+STATUS_FILE = "status.json"   # what a job did, written by runners/run.py in its folder
+HYDRA_RECORD = ("hydra.yaml", ".hydra")   # Hydra writes <job folder>/.hydra/hydra.yaml before the job runs
 ALIVE_LOCK = ".alive.lock"    # held by the multirun's launching process while the sweep runs
 _held: dict[str, object] = {}  # sweep folder -> its held lock (kept referenced: a collected lock is released)
 
@@ -78,6 +80,31 @@ def close_orphaned_parents(client) -> list[str]:
     return closed
 
 
+def job_folders(sweep_dir: Path) -> list[Path]:
+    """Every job folder of the sweep, however deep it nests (a `/` in a name interpolated into hydra.sweep.subdir
+    nests it): the folders holding Hydra's record of a job or a job's status file, in path order."""
+    root = Path(sweep_dir)
+    name, sub = HYDRA_RECORD
+    found = {p.parent.parent for p in root.rglob(name) if p.parent.name == sub}
+    found |= {p.parent for p in root.rglob(STATUS_FILE)}
+    return sorted(found)
+
+
+def job_statuses(sweep_dir: Path) -> list[dict]:
+    """What each job of the sweep reported, in path order. A job folder without a status file (the job was killed
+    or crashed before recording its outcome) counts as FAILED, named by its folder."""
+    root = Path(sweep_dir)
+    statuses = []
+    for folder in job_folders(root):
+        status = folder / STATUS_FILE
+        if status.is_file():
+            statuses.append(json.loads(status.read_text()))
+        else:
+            statuses.append({"status": "FAILED", "run_name": str(folder.relative_to(root)),
+                             "error": f"no {STATUS_FILE}: the job ended before recording its outcome"})
+    return statuses
+
+
 def write_sweep_file(sweep_dir: Path, overrides: list[str], command: str) -> None:
     """What the sweep was asked for, read by the job that creates a parent run."""
     from datasets.atomic import atomic_write_text
@@ -103,10 +130,14 @@ def parent_run_id(client, experiment_id: str, sweep_dir: str) -> str:
 
 
 def close_parents(client, sweep_dir: str, files: list[Path], failed: int) -> list[str]:
-    """Log `files` (the sweep's report) to every parent run of the sweep and end them; returns their ids."""
+    """Log `files` (the sweep's report) to every parent run of the sweep and end them, FAILED when a job failed
+    (`failed`, from the jobs' folders) or a run under the parent ended FAILED or KILLED; returns their ids."""
     experiments = [e.experiment_id for e in client.search_experiments()]
     parents = _parents(client, experiments, sweep_dir) if experiments else []
     for run in parents:
+        children = client.search_runs([run.info.experiment_id],
+                                      filter_string=f"tags.mlflow.parentRunId = '{run.info.run_id}'")
+        failed = max(failed, sum(1 for c in children if c.info.status in ("FAILED", "KILLED")))
         client.set_tag(run.info.run_id, "failed_jobs", str(failed))
         for f in files:
             client.log_artifact(run.info.run_id, str(f), artifact_path="report")

@@ -23,14 +23,42 @@ def tracking_uri(configured: str | None = None) -> str:
     return uri or f"sqlite:///{REPO_ROOT / 'mlruns' / 'mlflow.db'}"
 
 
-def ensure_store(uri: str) -> None:
+PROBE_TIMEOUT_S = 10.0  # a tracking server that does not answer within this is refused (MLflow retries ~8 min)
+
+
+def probe_server(uri: str, timeout_s: float = PROBE_TIMEOUT_S) -> None:
+    """For an http(s) tracking URI: one request to the server's /health, raising a RuntimeError that names the
+    URI when no HTTP answer comes within `timeout_s` (refused, unreachable, silent). Any HTTP status counts as an
+    answer (a proxy or a login page is the client's business); other URIs are not probed."""
+    import ssl
+    import urllib.error
+    import urllib.request
+
+    if not uri.lower().startswith(("http://", "https://")):
+        return
+    try:
+        urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout_s).close()
+    except urllib.error.HTTPError:
+        return
+    except (OSError, ValueError) as e:  # URLError, timeouts, refused connections; a malformed URI
+        reason = getattr(e, "reason", e)
+        if isinstance(reason, ssl.SSLError):  # it answered; certificates are MLflow's settings' business
+            return
+        raise RuntimeError(f"MLflow tracking server {uri} does not answer ({type(reason).__name__}: {reason}; "
+                           f"waited at most {timeout_s:g} s): start it, or point mlflow.tracking_uri / "
+                           "MLFLOW_TRACKING_URI at a reachable store") from None
+
+
+def ensure_store(uri: str, probe_timeout_s: float = PROBE_TIMEOUT_S) -> None:
     """Create the sqlite database (schema included) once, before parallel jobs start writing to it. For sqlite,
     creation and migration run under a file lock beside the database (`<db>.lock`), so two commands started at
-    once never race alembic (`table _alembic_tmp_... already exists`): one creates, the other waits, then opens."""
+    once never race alembic (`table _alembic_tmp_... already exists`): one creates, the other waits, then opens.
+    A tracking server is probed first (`probe_server`), so one that does not answer fails in seconds."""
     import mlflow
     from filelock import FileLock
 
     if not uri.startswith("sqlite:///"):
+        probe_server(uri, probe_timeout_s)
         mlflow.MlflowClient(uri).search_experiments(max_results=1)
         return
     db = Path(uri[len("sqlite:///"):])

@@ -29,6 +29,7 @@ from datasets.split import Split
 from datasets.table import Table
 from models.interface import SeqRecModel
 from runners.checkpoint import load_checkpoint, save_checkpoint
+from runners.interrupts import deferred, stop_if_interrupted
 from runners.device import resolve_device, synchronize, use_device
 from runners.device_step import DeviceSteps, batch_maker
 from runners.evaluation import EvalOutcome, TestSetGuard, evaluate
@@ -250,9 +251,10 @@ class TrainingLoop:
         self.model.train()
         self.bar = tqdm(total=self.total_steps, initial=state.step, disable=not (s.progress and self.main),
                         desc=self.model.name, unit="step", dynamic_ncols=True, file=sys.stderr)
-        stopped = self.patience_ran_out()  # resumed after an early stop
-        while state.step < self.total_steps and not stopped:
-            stopped = self.run_epoch()
+        with deferred():  # SIGTERM / SIGINT stop the loop between steps (runners/interrupts.py)
+            stopped = self.patience_ran_out()  # resumed after an early stop
+            while state.step < self.total_steps and not stopped:
+                stopped = self.run_epoch()
         if self.sync is not None:
             self.sync.check_replicas(self.model, state.step)  # the weights rank 0 reports are every worker's
         if self.main and (not state.history or state.history[-1]["step"] != state.step):
@@ -285,6 +287,7 @@ class TrainingLoop:
             stopped = bool(s.eval_every) and state.step % s.eval_every == 0 and self.eval_and_agree()
             if s.checkpoint_every and state.step % s.checkpoint_every == 0:
                 self.save_checkpoint()
+            stop_if_interrupted(state.step, self.total_steps, self.checkpoint_at_interruption)
             if state.step >= self.total_steps or stopped:
                 return stopped
         state.epoch += 1
@@ -379,6 +382,14 @@ class TrainingLoop:
     def save_checkpoint(self) -> None:
         if self.checkpoint is not None and self.main:
             save_checkpoint(self.checkpoint, self.model, self.runner.optimizer, vars(self.state))
+
+    def checkpoint_at_interruption(self) -> Path | None:
+        """The checkpoint a signal leaves (runs with periodic checkpoints only); returns its path, or None."""
+        if not (self.s.checkpoint_every and self.checkpoint is not None and self.main):
+            return None
+        if self.state.step % self.s.checkpoint_every:  # else written at this step already
+            self.save_checkpoint()
+        return self.checkpoint
 
     def result(self, stopped_early: bool) -> TrainResult:
         state = self.state
