@@ -19,8 +19,8 @@ from pathlib import Path
 
 import mlflow
 import pytest
-import torch
 
+from runners.checkpoint import load_verified
 from tests.runners.conftest import MODEL_RUNS, isolated_env
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -147,7 +147,7 @@ def assert_killed_at_a_checkpoint(tmp: Path, log: str, name: str, exception: str
     assert line, log[-3000:]
     step, checkpoint, run_id = int(line[1]), Path(line[2]), line[3]
     assert checkpoint.parent == tmp / "cache" / "checkpoints" and checkpoint.is_file()
-    assert torch.load(checkpoint, weights_only=False)["state"]["step"] == step >= 50
+    assert load_verified(checkpoint)["state"]["step"] == step >= 50
     run = mlflow.MlflowClient(f"sqlite:///{tmp / 'mlflow.db'}").get_run(run_id)
     assert run.info.status == "KILLED"
     assert run.data.tags["error"].startswith(f"{exception}: {name} at step {step} ")
