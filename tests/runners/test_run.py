@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import mlflow
 import pandas as pd
 import pytest
 
-from runners.run import run
+from runners.run import run, run_summary
+from runners.trainer import TrainSettings
 from tests.runners.conftest import MODEL_RUNS, compose, run_cli
 
 QUICK = ["trainer.max_steps=150", "trainer.eval_every=50", "trainer.num_threads=1"]
@@ -113,3 +115,14 @@ def logged_outcomes(uri: str, run_id: str, dst: Path) -> pd.DataFrame:
     """A run's outcomes/test_outcomes.csv artifact (one row per test user), downloaded into `dst`."""
     dst.mkdir()
     return pd.read_csv(mlflow.MlflowClient(uri).download_artifacts(run_id, "outcomes/test_outcomes.csv", str(dst)))
+
+
+def test_a_runs_log_line_says_what_it_does_in_one_readable_line():
+    job = SimpleNamespace(run_name="atrank/clothing_seq/seed0", model="atrank", data=SimpleNamespace(
+        dataset="clothing_seq"), tags={"protocol": "paper"}, label="test-set selection (as in the paper)",
+        processes=1, threads=1)
+    settings = TrainSettings(optimizer="sgd", lr=1.0, batch_size=32, epochs=10, max_steps=2000, eval_every=1000)
+    assert run_summary(job, settings, 1234567) == (
+        "atrank/clothing_seq/seed0: atrank (1,234,567 params) on clothing_seq, protocol paper: test-set selection "
+        "(as in the paper); up to 10 epochs or 2,000 steps of sgd lr 1, batch 32, evaluated every 1,000 steps; "
+        "device cpu fp32, 1 thread")
