@@ -2,6 +2,8 @@
 module, or by a function-level import) is e2e; any other is unit."""
 from __future__ import annotations
 
+import pytest
+
 from tests.conftest import entry_points, reaches_entry_point
 from tests.runners.conftest import compose
 
@@ -22,6 +24,7 @@ def _plain() -> int:
     return len([1, 2])
 
 
+@pytest.mark.unit  # by the rule it would be e2e (its helpers name compose), but it calls none of them
 def test_entry_points_reached_directly_through_a_helper_or_a_local_import_are_e2e() -> None:
     targets = entry_points()
     for func in (_helper, _through_helper, _local_import):
@@ -29,5 +32,5 @@ def test_entry_points_reached_directly_through_a_helper_or_a_local_import_are_e2
     assert not reaches_entry_point(_plain, targets, set())
 
 
-def test_this_module_is_unit(request) -> None:
+def test_a_test_that_reaches_no_entry_point_is_unit(request) -> None:
     assert request.node.get_closest_marker("unit") and not request.node.get_closest_marker("e2e")
