@@ -78,7 +78,7 @@ def _review_lines(reviews: pd.DataFrame, pool: str, text_chars: int, rng: np.ran
     first_names = ("Amazon Customer", "John", "Mary", "Chris", "Pat", "Alex", "Sam", "Kim", "Lee", "Dana")
     name_pick = rng.integers(0, len(first_names), n)
     uniq_days, day_idx = np.unique(days, return_inverse=True)
-    review_time = [_review_time(int(d)) for d in uniq_days]  # "06 2, 2013" like the real field
+    review_time = [_review_time(int(d)) for d in uniq_days]  # "MM D, YYYY" like the real field
     # Python lists: per-element indexing in the loop is several times faster than on numpy arrays.
     text_at, text_len, summary_at, summary_len = (a.tolist() for a in (text_at, text_len, summary_at, summary_len))
     named, name_pick, day_idx = named.tolist(), name_pick.tolist(), day_idx.tolist()

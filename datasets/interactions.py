@@ -231,7 +231,7 @@ def _time_column(values: pd.Series, path: Path, name: str, where: Where, time_un
     if neither.any():
         i = int(np.argmax(neither))
         raise DataFormatError(f"{path}, {where(i)}: time {values.iloc[i]!r} in column {name!r} is neither a unix "
-                              f"timestamp nor an ISO date; expected integer seconds or e.g. '2014-07-23'")
+                              f"timestamp nor an ISO date; expected integer seconds or an ISO date 'YYYY-MM-DD'")
     if is_number.any():  # and dates elsewhere
         a, b = int(np.argmax(is_number)), int(np.argmax(is_date))
         raise DataFormatError(f"{path}, {where(max(a, b))}: column {name!r} mixes unix timestamps ({values.iloc[a]!r}"

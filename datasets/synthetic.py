@@ -16,7 +16,7 @@ Structure of the generated data (what a model can learn from it):
 - no item repeats within a user, every user has >= min_length items and every item >= min_item_count reviews
   (a 5-core, like the real files);
 - whole-day timestamps (like unixReviewTime) with heavy-tailed day gaps, some same-day reviews, skewed to recent
-  years within 1999-06..2014-07.
+  years, within the real Amazon 2014 files' span (_FIRST_DAY.._LAST_DAY).
 
 The raw-file format itself is written by datasets/amazon_writer.py (write_amazon_raw is re-exported here).
 """
@@ -39,8 +39,8 @@ ELECTRONICS_SHAPE = {"n_users": 192_403, "n_items": 63_001, "n_categories": 801,
 REAL_META_ELECTRONICS_ROWS = 498_196  # lines of the real meta_Electronics.json.gz (most items are never reviewed)
 
 _DAY = 86_400
-_FIRST_DAY = int(np.datetime64("1999-06-01", "D").astype(np.int64))
-_LAST_DAY = int(np.datetime64("2014-07-23", "D").astype(np.int64))
+_FIRST_DAY = 10_743  # days since the unix epoch: the first and last review days of the Amazon 2014 files
+_LAST_DAY = 16_274
 _RATING_P = np.array([0.07, 0.06, 0.10, 0.22, 0.55])  # overall 1..5, roughly the 5-core shares
 _CATEGORY_WORDS = ("Cables", "Headphones", "Camera Bags", "Memory Cards", "Chargers", "Cases", "Speakers",
                    "Kids' Electronics", "Car & Vehicle Electronics", "Batteries", "Keyboards", "Mounts")

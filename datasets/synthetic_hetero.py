@@ -28,7 +28,7 @@ from datasets.behaviours import RawGroup
 from datasets.raw_types import RawData
 
 HETERO_VERSION = "1"  # bump when the generator's output changes (it is in the table cache key)
-_START = 1_300_000_000  # 2011-03-13, unix seconds
+_START = 1_300_000_000  # unix seconds (a day in the Amazon files' span)
 
 
 @dataclass(frozen=True)

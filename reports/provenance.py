@@ -5,6 +5,7 @@ time; runs that did not finish; whether the runs compare cleanly in the MLflow U
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from pathlib import Path
 
 import pandas as pd
 
@@ -12,6 +13,7 @@ from reports.cells import protocol_label_of
 from reports.labels import DASH, DIAGNOSTIC_PROTOCOLS, PAPER_METRIC, fmt_num, label, md_code, md_text, model_order
 from reports.runs import GROUP, KEY_METRICS, RunFilter, finished, seed_key
 
+REPO_ROOT = Path(__file__).resolve().parents[1]
 PROVENANCE_HEADER = ("| Model | Dataset | Protocol | Recipe | Seeds (status) | Budget | Steps done | Epochs done | "
                      "Best step | Stopped by | Wall time s (sum) | Git commit | Data hash | Run ids |")
 
@@ -55,6 +57,15 @@ def budget_line(picked: pd.DataFrame) -> str:
     return "Budgets differ between runs (see the provenance block): " + " | ".join(budgets) + "."
 
 
+def portable(text: str, repo: Path = REPO_ROOT, home: Path | None = None) -> str:
+    """`text` (a tracking URI, a filter, a command) without the absolute paths of the machine that wrote the report:
+    paths inside the repository become relative to it (sqlite:////abs/repo/mlruns/mlflow.db -> sqlite:///mlruns/
+    mlflow.db), paths in the home folder start with ~; other URIs and paths stay as given."""
+    home = Path.home() if home is None else home
+    text = text.replace(f"{repo}/", "")
+    return text.replace(f"{home}/", "~/") if str(home) not in ("/", "") else text
+
+
 def header_lines(picked: pd.DataFrame, *, title: str, metric: str, tracking_uri: str, flt: RunFilter, command: str,
                  note: str = "") -> list[str]:
     """Title, when and from what the report was made, how to regenerate it, the note and the budget."""
@@ -62,8 +73,9 @@ def header_lines(picked: pd.DataFrame, *, title: str, metric: str, tracking_uri:
     what = (" (the paper's per-user AUC, mean of 1[score(pos) > score(neg)])" if metric == PAPER_METRIC
             else " (the paper column applies to test_auc only)")
     return [f"# {title}", "",
-            f"Generated {now} from MLflow only (`{tracking_uri}`), runs filtered by: {md_text(flt.describe())}. "
-            f"Metric: `{metric}`{what}. Regenerate any time with `{command}`.", "",
+            f"Generated {now} from MLflow only (`{portable(tracking_uri)}`), runs filtered by: "
+            f"{md_text(portable(flt.describe()))}. Metric: `{metric}`{what}. Regenerate any time with "
+            f"`{portable(command)}` (from the repository root).", "",
             *([note, ""] if note else []), budget_line(picked), ""]
 
 

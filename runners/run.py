@@ -224,6 +224,18 @@ def outcomes_table(table: Table, outcome: EvalOutcome) -> str:
         "correct": (outcome.score_pos > outcome.score_neg).astype(int)}).to_csv(index=False)
 
 
+def run_summary(job: Job, settings: TrainSettings, n_params: int) -> str:
+    """What a run does, in one readable line: model, data, protocol, budget, device (MLflow keeps every setting)."""
+    s = settings
+    budget = f"up to {s.epochs} epoch{'s' if s.epochs != 1 else ''}" + (f" or {s.max_steps:,} steps" if s.max_steps is not None else "")
+    every = "each epoch" if s.eval_every == 0 else f"every {s.eval_every:,} steps"
+    workers = f", {job.processes} processes" if job.processes > 1 else ""
+    threads = f", {job.threads} thread{'s' if job.threads != 1 else ''}" if job.threads is not None else ""
+    return (f"{job.run_name}: {job.model} ({n_params:,} params) on {job.data.dataset}, protocol "
+            f"{job.tags['protocol']}: {job.label}; {budget} of {s.optimizer} lr {s.lr:g}, batch "
+            f"{s.batch_size}, evaluated {every}; device {s.device} {s.precision}{workers}{threads}")
+
+
 def train_and_test(job: Job, table: Table, split: Split, checkpoint: Path,
                    log_curve: Callable[[dict[str, float], int], None], t_start: float) -> dict:
     """Inside the MLflow run: build, train, test once, log the final metrics; returns them."""
@@ -231,8 +243,7 @@ def train_and_test(job: Job, table: Table, split: Split, checkpoint: Path,
     gradient_free = get_model(job.model).gradient_free
     trainable = check_parameters(model, gradient_free)  # a zero-sized layer: FAILED before training
     settings = replace(job.settings, checkpoint_path=str(checkpoint))
-    log.info("%s: %s on %s (%s), %d params (%d trainable), %s", job.run_name, job.model, job.data.dataset,
-             job.label, sum(x.numel() for x in model.parameters()), trainable, settings)
+    log.info(run_summary(job, settings, sum(x.numel() for x in model.parameters())))
     guard = TestSetGuard(eval_rows(table, split, "test"), job.test_access_limit)
     fail_for_testing(job.debug_raise)
     result = train_processes(model, table, split, settings, guard, log_curve, job.processes, job.backend,

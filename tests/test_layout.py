@@ -2,11 +2,13 @@
 
 Limits: no file in runners/, reports/ or datasets/ over 400 lines; no function over 80 lines in the
 project's packages; no import cycle between the project's modules; reports/ never imports runners/ (the report
-stage reads MLflow, never the training code).
+stage reads MLflow, never the training code); no calendar date in any line of code or config (years alone, as in
+a citation, are not dates).
 """
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -15,6 +17,11 @@ REPO = Path(__file__).resolve().parents[1]
 PACKAGES = ("models", "datasets", "runners", "reports")
 MAX_FILE_LINES = 400
 MAX_FUNCTION_LINES = 80
+_MONTH = "January|February|March|April|May|June|July|August|September|October|November|December"
+CALENDAR_DATE = re.compile(  # 2026-12-06 or 2026-12; December 6 or Dec. 6; 6 December; December 2026; 12 6, 2013; 12/6/26
+    rf"\b(19|20)\d\d-(0[1-9]|1[0-2])\b|\b({_MONTH}|(Jan|Feb|Mar|Apr|Jun|Jul|Aug|Sep|Sept|Oct|Nov|Dec)\.?) "
+    rf"\d{{1,2}}(st|nd|rd|th)?\b|\b\d{{1,2}} ({_MONTH})\b|\b({_MONTH}) (19|20)\d\d\b|\b\d{{1,2}} \d{{1,2}}, (19|20)\d\d\b"
+    rf"|\b\d{{1,2}}/\d{{1,2}}/(19|20)?\d\d\b")
 
 
 def _modules() -> dict[str, Path]:
@@ -84,3 +91,28 @@ def test_the_checks_see_the_code() -> None:
     mods = _modules()
     assert {"runners.run", "models.atrank", "datasets.split"} <= set(mods)
     assert any(m.startswith("datasets") for m in _imports(mods["runners.run"]))
+
+
+def _code_and_config() -> list[Path]:
+    """models/, datasets/, runners/ (code and data-file manifests), reports/*.py and conf/."""
+    found = [f for d in ("models", "datasets", "runners", "conf") for f in (REPO / d).rglob("*")
+             if f.suffix in (".py", ".yaml", ".json") and "__pycache__" not in f.parts]
+    return sorted(found + list((REPO / "reports").glob("*.py")))
+
+
+def test_no_calendar_date_in_code_or_config() -> None:
+    dated = [f"{f.relative_to(REPO)}:{i}: {line.strip()[:100]}" for f in _code_and_config()
+             for i, line in enumerate(f.read_text().splitlines(), 1) if CALENDAR_DATE.search(line)]
+    assert not dated, "calendar dates (keep them in git history, not in code or config):\n" + "\n".join(dated)
+
+
+@pytest.mark.parametrize("text", ["(64 until 2026-12-06:", "# since Dec. 6", "6 December", "in March 2026",
+                                  '"06 2, 2013"', "12/06/2026"])
+def test_calendar_dates_are_recognised(text: str) -> None:
+    assert CALENDAR_DATE.search(text)
+
+
+@pytest.mark.parametrize("text", ["Zhou et al., AAAI 2018", "n_boot: int = 2000", "the Amazon 2014 files",
+                                  "max_steps = '2000'", "may 3 workers", "1_300_000_000"])
+def test_years_and_numbers_are_not_dates(text: str) -> None:
+    assert not CALENDAR_DATE.search(text)

@@ -2,6 +2,8 @@
 no MLflow, no training."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -148,3 +150,21 @@ def test_unfinished_runs_are_listed_once_even_when_a_run_serves_two_protocols():
     md = provenance_markdown(pick_runs(twice), twice)
     assert md.count("`run02` atrank/clothing_seq/seed0: FAILED") == 1
     assert md.count("`run04` pop/clothing_seq/seed0: FAILED") == 1
+
+
+def test_report_names_stores_relative_to_the_repository_never_by_the_machines_absolute_path():
+    from reports.provenance import REPO_ROOT, portable
+
+    picked = pick_runs(fake_runs(RUNS[:2]))
+    sweep = f"{REPO_ROOT}/multirun/x/y"
+    md = render_report(picked, runs=None, title="t", metric="test_auc",
+                       tracking_uri=f"sqlite:///{REPO_ROOT}/mlruns/mlflow.db", flt=RunFilter(sweep_dir=sweep),
+                       column_stats_by_key={}, figures={}, n_boot=10,
+                       command=f"python runners/report.py --tracking-uri 'sqlite:///{REPO_ROOT}/mlruns/mlflow.db'")
+    assert str(REPO_ROOT) not in md
+    assert "from MLflow only (`sqlite:///mlruns/mlflow.db`)" in md and "sweep_dir=multirun/x/y" in md
+    assert "--tracking-uri 'sqlite:///mlruns/mlflow.db'`" in md
+    # the home folder is ~; other URIs and paths stay as given
+    assert portable("/home/ann/runs/mlflow.db", home=Path("/home/ann")) == "~/runs/mlflow.db"
+    assert portable("http://mlflow.lab:5000 or /data/mlflow.db", home=Path("/home/ann")) == \
+        "http://mlflow.lab:5000 or /data/mlflow.db"

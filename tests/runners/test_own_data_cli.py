@@ -44,12 +44,18 @@ def test_each_format_runs_from_the_command_line(shared_data, isolated, tmp_path)
                       isolated, tmp_path)
         assert res.returncode == 0, (name, res.stderr[-2000:])
     client = mlflow.MlflowClient(isolated["MLFLOW_TRACKING_URI"])
+    test_users = {}
     for name in formats:
         exp = client.get_experiment_by_name(f"mine_{name}/paper")
         (run,) = client.search_runs([exp.experiment_id])
-        assert run.info.status == "FINISHED" and run.data.metrics["n_test_users"] > 0, name
+        assert run.info.status == "FINISHED", name
+        test_users[name] = run.data.metrics["n_test_users"]
         (data_input,) = run.inputs.dataset_inputs
         assert (data_input.dataset.name, data_input.dataset.digest) == (f"mine_{name}", run.data.tags["data_hash"])
+    # one test user per user with at least 3 interactions (the default min_user_interactions)
+    from_csv = int((pd.read_csv(shared_data / CSV).groupby("user_id").size() >= 3).sum())
+    from_txt = sum(len(line.split()) - 1 >= 3 for line in (tmp_path / "mine.txt").read_text().splitlines())
+    assert test_users == {"csv": from_csv, "parquet": from_csv, "sequence": from_txt, "recbole": from_csv}
 
 
 SLOW = pytest.mark.slow  # the other cases of a CLI check: the slow tier (in-process tests cover them all)

@@ -1,13 +1,14 @@
 """Models trained on real data (clothing_seq: the paper's Clothing sequences) through the main command.
 
-Each fixture runs one Hydra sweep, `python runners/run.py -m model=... dataset=clothing_seq experiment=short_budget`
-(2 epochs of Adam, lr 1e-3, batch 128; paper protocol; two jobs at a time with the joblib launcher, one torch
-thread each), and reads the test AUCs back from MLflow:
-- fast suite (~3 min): BPR, ATRank and POP. ATRank beats BPR by ATRANK_OVER_BPR (as in the paper's Table 3) and
-  both clear POP;
-- slow tier (`python -m pytest -m slow`, ~10 min): the seven other models each clear POP by MARGIN_OVER_POP
-  (BPR and ATRank are checked against the same margin in the fast suite): a model that cannot beat item
-  popularity has not learnt from the sequences.
+The slow tier only (`python -m pytest -m slow`); the default run's check that models learn is
+tests/runners/test_learns_past_pop.py (a small real slice). Each fixture runs one Hydra sweep,
+`python runners/run.py -m model=... dataset=clothing_seq experiment=short_budget` (2 epochs of Adam, lr 1e-3,
+batch 128; paper protocol; two jobs at a time with the joblib launcher, one torch thread each), and reads the test
+AUCs back from MLflow:
+- BPR, ATRank and POP (~3 min): ATRank beats BPR by ATRANK_OVER_BPR (as in the paper's Table 3) and both clear
+  POP by MARGIN_OVER_POP;
+- the seven other models (~10 min) each clear POP by MARGIN_OVER_POP: a model that cannot beat item popularity
+  has not learnt from the sequences.
 The margins sit below what was measured (README, "Short-budget AUCs"), so a regression that costs a model most of
 its lead fails here. `--basetemp=<dir>` keeps the MLflow stores and the sweeps' reports.
 """
