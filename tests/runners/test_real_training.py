@@ -9,7 +9,7 @@ AUCs back from MLflow:
   POP by MARGIN_OVER_POP;
 - the seven other models (~10 min) each clear POP by MARGIN_OVER_POP: a model that cannot beat item popularity
   has not learnt from the sequences.
-The margins sit below what was measured (README, "Short-budget AUCs"), so a regression that costs a model most of
+The margins sit below what was measured (docs/results.md, "Short-budget AUCs"), so a regression that costs a model most of
 its lead fails here. `--basetemp=<dir>` keeps the MLflow stores and the sweeps' reports.
 """
 from __future__ import annotations

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # ATRank's behaviour groups measured (issue #21): all groups vs items only vs the rating split vs Table 3's one
 # group, 3 seeds, loo_val, Adam lr 1e-3 (the SGD lr 1.0 recipe does not fit the small generated data in 10 epochs:
-# see README "Heterogeneous behaviours"). Run from the repository root; finished configs are skipped.
+# see docs/results.md "Heterogeneous behaviours"). Run from the repository root; finished configs are skipped.
 set -u
 COMMON="model=atrank protocol=loo_val seed=0,1,2 model.optimizer=adam model.lr=0.001 model.clip_norm=null
         trainer.num_threads=1 +tags.purpose=behaviour_groups"
