@@ -5,8 +5,7 @@ from dataclasses import replace
 
 import torch
 
-from models.atrank import ATRank
-from models.layers import MultiHeadAttention
+from models.atrank import ATRank, MultiHeadAttention
 from tests.models.helpers import fit, planted_batch, random_batch, random_candidates, shape_kwargs
 from tests.models.helpers import one_thread  # noqa: F401
 import pytest
