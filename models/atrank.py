@@ -10,9 +10,17 @@ Follows the official code (jinze1994/ATRank, atrank/model.py). Shapes: B batch, 
   PointwiseModel.loss and l2_half_sum (models/interface.py).
 This file reads top to bottom: the attention blocks (no other model uses them), then the model.
 
+Names (a behaviour is one event of a history: an object, its features, its time gap; the paper's word):
+- `behavior_groups` (the switch: config key and argument): how a history's behaviours are grouped, below.
+- `behaviours` (the data: the dataset's extra behaviour groups, datasets/behaviours.Behaviours, given to the
+  constructor); per batch their tensors are `batch.groups` (one GroupHistory each: objects, time, mask [B, Lg]).
+- the group encoders (the modules that turn a group's behaviours into h_l): `group_layers` (one dense layer per
+  group, for "one" and "rating") or `group_encoders` (GroupEncoders, for "typed": tables and a layer per type).
+  `embed_history` gives h for "one" and "rating", `group_encoders.history` for "typed".
+
 Time one-hot (layers.time_one_hot): `time_slots=13` (default) encodes all gap buckets 0..12; `time_slots=12` is the
 reference's `one_hot(bucket, 12)`, where bucket 12 (gaps >= 4,096 days) becomes an all-zero vector.
-Behaviour groups (`behavior_groups`):
+The switch `behavior_groups`:
 - "one" (default): the Table 3 model above, items only, the target item ++ category unprojected.
 - "typed": the paper's heterogeneous-behaviour framework, as the official multi/ model (models/behaviour_groups.py):
   a group is an object type (items; queries, coupons, brands, categories: the dataset's `behaviours` option,
@@ -166,6 +174,10 @@ class FeedForward(nn.Module):
 
 @register("atrank")
 class ATRank(PointwiseModel):
+    """Modules in the order of the computation: the group encoders (`items` and `group_layers`, or
+    `group_encoders`), `n_blocks` self-attention blocks over the history (`self_att`, `self_ff`), `n_blocks`
+    vanilla-attention blocks queried by each candidate (`target_att`, `target_ff`)."""
+
     def __init__(self, n_users: int, n_items: int, n_categories: int, item_category: np.ndarray,
                  item_dim: int = 64, cat_dim: int = 64, hidden: int = 128, n_heads: int = 8, n_blocks: int = 1,
                  time_slots: int = N_TIME_BUCKETS, behavior_groups: str = "one", l2_reg: float = 5e-5,
@@ -178,14 +190,14 @@ class ATRank(PointwiseModel):
             raise ValueError(f"behavior_groups must be 'one', 'typed' or 'rating', got {behavior_groups!r}")
         self.n_items = n_items
         self.time_slots = time_slots
-        self.typed = None
+        self.group_encoders = None
         if behavior_groups == "typed":  # replaces the item embedding and the group layers
-            self.typed = GroupEncoders(n_items, n_categories, item_category, behaviours, item_dim, hidden,
+            self.group_encoders = GroupEncoders(n_items, n_categories, item_category, behaviours, item_dim, hidden,
                                                 time_slots, time_encoding)
         else:
             self.items = ItemCategoryEmbedding(n_items, n_categories, item_category, item_dim, cat_dim)
             n_groups = 1 if behavior_groups == "one" else 3
-            self.behavior = nn.ModuleList(nn.Linear(hidden + time_slots, hidden) for _ in range(n_groups))
+            self.group_layers = nn.ModuleList(nn.Linear(hidden + time_slots, hidden) for _ in range(n_groups))
         self.self_att = nn.ModuleList(MultiHeadAttention(hidden, n_heads, dropout, self_attention=True)
                                       for _ in range(n_blocks))
         self.self_ff = nn.ModuleList(FeedForward(hidden) for _ in range(n_blocks))
@@ -198,30 +210,30 @@ class ATRank(PointwiseModel):
     def encode_history(self, batch: Batch, hist_emb: torch.Tensor | None = None) -> tuple[torch.Tensor, KeyMask]:
         """The self-attention blocks' output over the history and its key mask, prepared once for every attention
         over it (typed: all groups, concatenated). `hist_emb`: the history's item embeddings, if looked up already."""
-        if self.typed is not None:
-            h, mask = self.typed.history(batch)  # [B, L + sum Lg, 128]
+        if self.group_encoders is not None:
+            h, mask = self.group_encoders.history(batch)  # [B, L + sum Lg, 128]
         else:
-            h, mask = self.behaviours(batch, hist_emb), batch.mask  # [B, L, 128]
+            h, mask = self.embed_history(batch, hist_emb), batch.mask  # [B, L, 128]
         mask = KeyMask.of(mask)
         for att, ff in zip(self.self_att, self.self_ff):
             h = ff(att(h, h, mask))
         return h, mask
 
-    def behaviours(self, batch: Batch, x: torch.Tensor | None = None) -> torch.Tensor:
+    def embed_history(self, batch: Batch, x: torch.Tensor | None = None) -> torch.Tensor:
         """The behaviour vectors h [B, L, 128] of "one" and "rating": each behaviour through its group's layer.
         `x`: the history's item embeddings [B, L, 128], if looked up already."""
         x = self.items(batch.hist) if x is None else x  # [B, L, 128]
         t = time_one_hot(batch.hist_time, self.time_slots, x.dtype)  # [B, L, slots]
         x = torch.cat([x, t], dim=-1)  # [B, L, 128 + slots]
-        if len(self.behavior) == 1:
-            return self.behavior[0](x)  # [B, L, 128]
+        if len(self.group_layers) == 1:
+            return self.group_layers[0](x)  # [B, L, 128]
         group = self.rating_group[batch.hist_rating.clamp(0, 5)]  # [B, L]
-        return sum(layer(x) * (group == g).unsqueeze(-1) for g, layer in enumerate(self.behavior))
+        return sum(layer(x) * (group == g).unsqueeze(-1) for g, layer in enumerate(self.group_layers))
 
     def target_embedding(self, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(target vectors [..., 128], target biases [...])."""
-        if self.typed is not None:
-            return self.typed.targets(items), self.typed.target_bias(items)
+        if self.group_encoders is not None:
+            return self.group_encoders.targets(items), self.group_encoders.target_bias(items)
         return self.items(items), self.items.item_bias(items)
 
     def user_vectors(self, h: torch.Tensor, mask: KeyMask, target_emb: torch.Tensor) -> torch.Tensor:
@@ -233,7 +245,7 @@ class ATRank(PointwiseModel):
 
     def logits_and_penalty(self, batch: Batch, candidates: torch.Tensor,
                            penalty: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
-        if self.typed is None:  # one lookup for the history and the candidates: fewer calls in a narrow step
+        if self.group_encoders is None:  # one lookup for the history and the candidates: fewer calls in a narrow step
             L = batch.hist.shape[1]
             emb = self.items(torch.cat([batch.hist, candidates], dim=1))  # [B, L + C, 128]
             h, mask = self.encode_history(batch, emb[:, :L])  # once per history, shared by its C candidates
