@@ -1,4 +1,6 @@
-"""ATRank's behaviour-group encoder (behavior_groups=typed): one projection per object type into the shared width.
+"""ATRank's optional multi-type extension (the switch behavior_groups=typed, models/atrank.py): the group encoders,
+one projection per object type into the shared width, of the data `behaviours` (datasets/behaviours.Behaviours;
+per batch, `batch.groups`).
 
 As the official multi/ model (jinze1994/ATRank, multi/model.py) and the slides: a group is an object type.
   items:   item ++ category ++ [brand, shop, ...] ++ action(rating) ++ time   -> item layer  -> hidden
@@ -20,11 +22,15 @@ from torch import nn
 
 from datasets.batch import N_TIME_BUCKETS, Batch
 from models.interface import category_buffer
+from models.layers import time_one_hot
 
 N_ACTIONS = 6  # rating 0 (unknown) and 1..5
 
 
 class GroupEncoders(nn.Module):
+    """The item group and each of `behaviours`' groups: shared feature tables, a dense layer and a bias table per
+    group (`layers`, `bias`, keyed by group name)."""
+
     def __init__(self, n_items: int, n_categories: int, item_category: np.ndarray, behaviours=None, dim: int = 64,
                  hidden: int = 128, time_slots: int = N_TIME_BUCKETS, time_encoding: str = "onehot"):
         super().__init__()
@@ -69,9 +75,10 @@ class GroupEncoders(nn.Module):
         return torch.cat([own, *feats], dim=-1)
 
     def time_part(self, bucket: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """Time-gap buckets [...] -> [..., time width]: the learned row (lookup) or the one-hot (onehot)."""
         if self.time is not None:
             return self.time(bucket)
-        return nn.functional.one_hot(bucket, N_TIME_BUCKETS)[..., : self.time_slots].to(dtype)
+        return time_one_hot(bucket, self.time_slots, dtype)
 
     def history(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         """All groups' projected behaviours concatenated along the sequence: ([B, L + sum Lg, hidden], mask)."""

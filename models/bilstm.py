@@ -22,7 +22,8 @@ from torch import nn
 
 from datasets.batch import Batch
 
-from models.layers import ItemCategoryEmbedding, UserVectorModel, rnn_over_padded, tf_default_init_
+from models.interface import UserVectorModel
+from models.layers import ItemCategoryEmbedding, rnn_over_padded, tf_default_init_
 from models.registry import register
 
 

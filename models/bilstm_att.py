@@ -3,7 +3,7 @@
 
 The Bi-LSTM of models/bilstm.py (128 per direction, packed so padding is never read) gives outputs o [B, L, 256].
 The target embedding t (item ++ category, 128) attends over them with the reference's `vanilla_attention`, a plain
-masked dot product with no projections (not layers.MultiHeadAttention): the query is t tiled twice (t ++ t, 256)
+masked dot product with no projections (not atrank.MultiHeadAttention): the query is t tiled twice (t ++ t, 256)
 to match o, logits = <t ++ t, o_l> / sqrt(256), padded steps masked, softmax over the real steps, pooled
 = sum_l w_l o_l [256] -> dense 128 = user vector u (one per candidate). Logit = item bias + <u, t>.
 Loss = mean sigmoid cross-entropy + l2_reg * (||u||^2 + ||t||^2) / 2 summed over the batch.
@@ -25,8 +25,8 @@ from torch import nn
 
 from datasets.batch import Batch
 from models.bilstm import tf_lstm_init_
-from models.interface import PointwiseModel
-from models.layers import ItemCategoryEmbedding, l2_half_sum, rnn_over_padded, tf_default_init_
+from models.interface import PointwiseModel, l2_half_sum
+from models.layers import ItemCategoryEmbedding, rnn_over_padded, tf_default_init_
 from models.registry import register
 
 

@@ -15,7 +15,8 @@ import torch
 from torch import nn
 
 from datasets.batch import Batch
-from models.layers import ItemCategoryEmbedding, UserVectorModel, l2_half_sum
+from models.interface import UserVectorModel, l2_half_sum
+from models.layers import ItemCategoryEmbedding
 from models.registry import register
 
 

@@ -37,7 +37,8 @@ from torch import nn
 
 from datasets.batch import Batch
 
-from models.layers import ItemCategoryEmbedding, UserVectorModel, one_hot, tf_default_init_
+from models.interface import UserVectorModel
+from models.layers import ItemCategoryEmbedding, tf_default_init_, time_one_hot
 from models.registry import register
 
 ONE_HOT_SLOTS = 12  # the reference's one_hot(bucket, 12): bucket 12 -> all zeros
@@ -116,7 +117,7 @@ class CNN(UserVectorModel):
         self.conv_bias = nn.Parameter(torch.cat([c.bias.detach() for c in convs]))  # [W * F], width-major
 
     def features(self, batch: Batch) -> torch.Tensor:
-        time = one_hot(batch.hist_time, ONE_HOT_SLOTS, self.input.weight.dtype)  # [B, L, 12]
+        time = time_one_hot(batch.hist_time, ONE_HOT_SLOTS, self.input.weight.dtype)  # [B, L, 12]
         x = self.input(torch.cat([self.emb(batch.hist), time], dim=-1))  # [B, L, hidden]
         return x.masked_fill(~batch.mask[..., None], 0.0)  # the reference masks after the dense layer
 

@@ -48,8 +48,8 @@ import torch
 from torch import nn
 
 from datasets.batch import Batch
-from models.interface import PointwiseModel, host_shortcuts
-from models.layers import ItemCategoryEmbedding, l2_half_sum, tf_default_init_
+from models.interface import PointwiseModel, host_shortcuts, l2_half_sum
+from models.layers import ItemCategoryEmbedding, tf_default_init_
 from models.registry import register
 
 

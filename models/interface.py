@@ -14,6 +14,9 @@
 - "sequence":  one row per user whose `hist` is that user's whole training sequence (SASRec, AttRec); the model
                builds its own per-position targets and samples negatives with torch's RNG.
 
+The pointwise loss of the Table 3 models lives here: PointwiseModel (sigmoid cross-entropy + the model's
+penalty, l2_half_sum as tf.nn.l2_loss) and UserVectorModel (logit = b_i + <u, e_i>, u independent of the item).
+
 Constructors take plain typed arguments. Every model receives the data shape as
 (n_users, n_items, n_categories, item_category) and its hyper-parameters from conf/model/<name>.yaml.
 `after_step()` runs after each optimiser step (e.g. AttRec's unit-ball clipping).
@@ -84,6 +87,15 @@ def paired_labels(rows: int, device: torch.device) -> torch.Tensor:
     return torch.stack([torch.ones(rows, device=device), torch.zeros(rows, device=device)], dim=1)
 
 
+def l2_half_sum(*tensors: torch.Tensor) -> torch.Tensor:
+    """sum(x^2) / 2 over all elements, like tf.nn.l2_loss (the reference's regulariser, summed over the batch)."""
+    total = tensors[0].pow(2).sum()
+    total = total.to(torch.promote_types(total.dtype, torch.float32))  # as a float32 zero start would (bf16 in)
+    for t in tensors[1:]:
+        total = total + t.pow(2).sum()
+    return total / 2
+
+
 class PointwiseModel(SeqRecModel):
     """A model trained on (history, target, label) rows with sigmoid cross-entropy, like the Table 3 models.
 
@@ -112,3 +124,30 @@ class PointwiseModel(SeqRecModel):
         logits, penalty = self.logits_and_penalty(batch, candidates)
         bce = nn.functional.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype), reduction="none")
         return batch.row_mean(bce) + penalty
+
+
+class UserVectorModel(PointwiseModel):
+    """A model whose user vector does not depend on the candidate: logit = b_i + <u, e_i>, e_i = item ++ category.
+
+    Subclasses set `self.emb` (layers.ItemCategoryEmbedding), `self.n_items`, `self.l2_reg` and define
+    `user_vector(batch) -> [B, D]`. The loss is the reference's: mean sigmoid cross-entropy + l2_reg * (l2(u) +
+    l2(e_target)), l2 = sum(x^2)/2 over the training rows. Scoring C candidates reuses one user vector per row (a
+    paired training batch encodes each history once for its positive and its negative; u counts once per row in
+    the L2, as when the two rows were separate), and the full catalogue is one matmul.
+    """
+
+    def user_vector(self, batch: Batch) -> torch.Tensor:
+        raise NotImplementedError
+
+    def logits_and_penalty(self, batch: Batch, candidates: torch.Tensor,
+                           penalty: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+        u = self.user_vector(batch)  # [B, D], shared by the C candidates
+        t = self.emb(candidates)  # [B, C, D]
+        logits = self.emb.item_bias(candidates) + torch.einsum("bd,bcd->bc", u, t)  # [B, C]
+        if not penalty:
+            return logits, None
+        return logits, self.l2_reg * l2_half_sum(u[:, None].expand_as(t), t)
+
+    @torch.no_grad()
+    def full_scores(self, batch: Batch, chunk: int = 0) -> torch.Tensor:
+        return self.user_vector(batch) @ self.emb.all_items().T + self.emb.bias.weight.T  # [B, n_items]

@@ -5,8 +5,7 @@ from dataclasses import replace
 
 import torch
 
-from models.atrank import ATRank
-from models.layers import MultiHeadAttention
+from models.atrank import ATRank, MultiHeadAttention
 from tests.models.helpers import fit, planted_batch, random_batch, random_candidates, shape_kwargs
 from tests.models.helpers import one_thread  # noqa: F401
 import pytest
@@ -32,11 +31,11 @@ def test_reference_time_one_hot_drops_bucket_12():
     batch = random_batch()
     all_12 = replace(batch, hist_time=torch.where(batch.mask, 12, 0))
     ref, full = make(time_slots=12), make(time_slots=13)
-    assert ref.behavior[0].in_features == 32 + 12 and full.behavior[0].in_features == 32 + 13
+    assert ref.group_layers[0].in_features == 32 + 12 and full.group_layers[0].in_features == 32 + 13
     with torch.no_grad():
         h_ref, h_full = ref.encode_history(all_12)[0], full.encode_history(all_12)[0]
-        ref.behavior[0].weight[:, 32:] = 0  # remove the time input entirely
-        full.behavior[0].weight[:, 32:] = 0
+        ref.group_layers[0].weight[:, 32:] = 0  # remove the time input entirely
+        full.group_layers[0].weight[:, 32:] = 0
         # 12 slots: bucket 12 is an all-zero one-hot, exactly as if there were no time input
         real = batch.mask  # (padded slots hold bucket 0, which does have a slot)
         assert torch.allclose(ref.encode_history(all_12)[0][real], h_ref[real], atol=1e-6)
@@ -46,7 +45,7 @@ def test_reference_time_one_hot_drops_bucket_12():
 
 def test_behavior_groups_by_rating_change_scores_only_through_ratings():
     model = make(behavior_groups="rating")
-    assert len(model.behavior) == 3
+    assert len(model.group_layers) == 3
     batch = random_batch()
     cands = random_candidates(batch)
     with torch.no_grad():

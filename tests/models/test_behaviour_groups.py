@@ -40,7 +40,7 @@ def batch_of(table, users=(0, 1, 2, 3), back=1):
 
 def test_each_group_is_its_features_then_its_own_projection(table):
     model, batch = make(table), batch_of(table)
-    enc, b = model.typed, table.behaviours
+    enc, b = model.group_encoders, table.behaviours
     T, one_hot = enc.tables, lambda t: nn.functional.one_hot(t, 13).float()
     item = torch.cat([T["item"](batch.hist), T["category"](torch.as_tensor(table.item_category)[batch.hist]),
                       T["brand"](torch.as_tensor(b.item_features["brand"])[batch.hist]),
@@ -60,7 +60,7 @@ def test_each_group_is_its_features_then_its_own_projection(table):
 
 def test_targets_are_projected_by_their_groups_layer_with_zero_action_and_time(table):
     model = make(table)
-    enc, items = model.typed, torch.tensor([[0, 5, 7]])
+    enc, items = model.group_encoders, torch.tensor([[0, 5, 7]])
     parts = enc.parts("item", items)
     padded = torch.cat([parts, torch.zeros(*parts.shape[:-1], 8 + 13)], -1)
     assert torch.allclose(enc.targets(items), enc.layers["item"](padded), atol=1e-6)
@@ -72,7 +72,7 @@ def test_targets_are_projected_by_their_groups_layer_with_zero_action_and_time(t
 
 
 def test_feature_tables_are_shared_across_groups(table):
-    enc = make(table).typed
+    enc = make(table).group_encoders
     names = {n for n, _ in enc.named_parameters()}
     assert "tables.category.weight" in names and "tables.shop.weight" in names
     assert not any("coupon" in n and ("category" in n or "shop" in n) for n in names)  # no per-group copies
@@ -80,7 +80,7 @@ def test_feature_tables_are_shared_across_groups(table):
 
 def test_loss_is_bce_over_one_attention_of_all_groups_plus_l2(table):
     model, batch = make(table, l2_reg=0.0), batch_of(table)
-    enc = model.typed
+    enc = model.group_encoders
     h, mask = enc.history(batch)
     for att, ff in zip(model.self_att, model.self_ff):
         h = ff(att(h, h, mask))
@@ -116,7 +116,8 @@ def test_full_scores_agree_with_score(table):
 
 def test_lookup_time_encoding_and_missing_groups(table):
     model = make(table, time_encoding="lookup")
-    assert model.typed.time.weight.shape == (13, 8) and model.typed.layers["query"].in_features == 8 * 2
+    enc = model.group_encoders
+    assert enc.time.weight.shape == (13, 8) and enc.layers["query"].in_features == 8 * 2
     batch = batch_of(table)
     with pytest.raises(ValueError, match="behaviour groups \\['query', 'coupon'\\] but the batch carries 0"):
         model.score(replace(batch, groups=()), batch.target[:, None])
@@ -124,4 +125,5 @@ def test_lookup_time_encoding_and_missing_groups(table):
         make(table, time_encoding="sin")
     items_only = ATRank(n_users=table.n_users, n_items=table.n_items, n_categories=table.n_categories,
                         item_category=table.item_category, behavior_groups="typed")
-    assert list(items_only.typed.layers) == ["item"] and items_only.typed.item_features == ["category"]
+    enc = items_only.group_encoders
+    assert list(enc.layers) == ["item"] and enc.item_features == ["category"]

@@ -1,6 +1,6 @@
 """The faster formulations compute what the plain ones do (values and gradients, to float tolerance).
 
-- layers.MultiHeadAttention (ATRank): fused scaled_dot_product_attention with a key mask, all-padding rows zeroed,
+- atrank.MultiHeadAttention: fused scaled_dot_product_attention with a key mask, all-padding rows zeroed,
   against the explicit softmax(q k^T / sqrt(d) masked with -inf).nan_to_num(0) @ v;
 - sasrec.CausalSelfAttention: fused attention against the explicit masked softmax;
 - layers.rnn_over_padded: LSTM / GRU over right-padded batches against the same module on pack_padded_sequence.
@@ -12,7 +12,8 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from models.layers import MultiHeadAttention, reverse_padded, rnn_over_padded, tf_default_init_
+from models.atrank import MultiHeadAttention
+from models.layers import reverse_padded, rnn_over_padded, tf_default_init_
 from models.sasrec import CausalSelfAttention
 
 
