@@ -4,6 +4,8 @@ its params and part of its config hash, so skip_finished never takes a run of an
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 import mlflow
 import pytest
@@ -11,7 +13,8 @@ import torch
 
 from runners.config import job_settings, worker_threads
 from runners.tracking import config_hash
-from tests.runners.conftest import compose
+from runners.wait_policy import wait_policy_in_effect
+from tests.runners.conftest import REPO_ROOT, compose
 
 CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 BPR_SHORT = ["model=bpr", "dataset=sample", "trainer.max_steps=20", "trainer.eval_every=10",
@@ -52,5 +55,27 @@ def test_skip_finished_does_not_take_another_thread_counts_run_for_this_one(tmp_
     assert [r["status"] for r in results] == ["FINISHED", "FINISHED", "SKIPPED"]
     assert results[2]["run_id"] == results[0]["run_id"]
     client = mlflow.MlflowClient(uri)
-    params = {client.get_run(r["run_id"]).data.params["trainer.num_threads"] for r in results[:2]}
-    assert params == {"1", "2"}
+    recorded = [client.get_run(r["run_id"]).data for r in results[:2]]
+    assert [d.params["trainer.num_threads"] for d in recorded] == ["1", "2"]
+    assert {d.tags["omp_wait_policy"] for d in recorded} == {wait_policy_in_effect()}  # as this process runs torch
+
+
+def test_the_wait_policy_is_passive_unless_the_environment_says_otherwise(monkeypatch):
+    from runners import wait_policy
+
+    monkeypatch.setattr(wait_policy, "_in_effect", None)
+    env: dict[str, str] = {}
+    assert wait_policy.set_wait_policy(env, modules={}) == "PASSIVE" == env["OMP_WAIT_POLICY"]
+    monkeypatch.setattr(wait_policy, "_in_effect", None)
+    assert wait_policy.set_wait_policy({"OMP_WAIT_POLICY": "ACTIVE"}, modules={}) == "ACTIVE"  # the user's wins
+    monkeypatch.setattr(wait_policy, "_in_effect", None)
+    assert wait_policy.set_wait_policy({}, modules={"torch": torch}) == wait_policy.NOT_APPLIED  # too late: said so
+
+
+def test_the_runner_sets_the_wait_policy_before_torch_loads():
+    code = ("import os\nimport runners.run\nimport runners.wait_policy as w\n"
+            "print(os.environ['OMP_WAIT_POLICY'], w.wait_policy_in_effect())")
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
+                          env={**env, "PYTHONPATH": str(REPO_ROOT)})
+    assert proc.returncode == 0 and proc.stdout.split() == ["PASSIVE", "PASSIVE"], proc.stderr[-2000:]
