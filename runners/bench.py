@@ -3,6 +3,7 @@
     python runners/bench.py                       # full size (192,403 users, 1,689,188 interactions), ~30 min
     python runners/bench.py --quick               # 2% of the size, a couple of minutes
     python runners/bench.py --models atrank,bpr --repeats 5 model.batch_size=256 model.lr=8.0   # Hydra overrides
+    python runners/bench.py --contend             # ATRank on `sample`: quiet, then beside one busy process
 
 What one run measures, each model in its own child process (so peak RSS is per model and a crash ends only that
 model's row):
@@ -47,6 +48,10 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if sys.path[0] != str(REPO_ROOT):
     sys.path.insert(0, str(REPO_ROOT))  # our `datasets` package, never Hugging Face's
 
+from runners.wait_policy import set_wait_policy  # noqa: E402  (standard library only)
+
+set_wait_policy()  # before torch loads, here and (inherited) in every measurement child, as runners/run.py does
+
 from runners import bench_tables as tables  # noqa: E402
 from runners.bench_paths import compare_paths, compose_recipe, measure, run_child  # noqa: E402
 
@@ -87,6 +92,9 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.ArgumentParser, argpars
     parser.add_argument("--out", type=Path, default=None, help="output folder (default outputs/bench/<time>)")
     parser.add_argument("--mlflow", action="store_true", help="log one MLflow run per model (experiment bench/...)")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds per child process")
+    parser.add_argument("--contend", action="store_true",
+                        help="time the models (default: atrank) on `sample` quiet, then beside one busy CPU-bound "
+                             "process on the last CPU, side by side (runners/bench_contend.py)")
     parser.add_argument("--prepare", help=argparse.SUPPRESS)
     parser.add_argument("--model-child", help=argparse.SUPPRESS)
     return parser, parser.parse_args(argv)
@@ -252,6 +260,24 @@ def run_child_mode(args: argparse.Namespace) -> bool:
     return True
 
 
+def contend_main(parser: argparse.ArgumentParser, args: argparse.Namespace, malloc_env: dict[str, str]) -> int:
+    """--contend: quiet and busy figures side by side (runners/bench_contend.py); printed and written to
+    <out>/contend.md."""
+    from runners.bench_contend import run_contend
+
+    models = chosen_models(parser, args.models or "atrank")
+    out_dir = args.out or REPO_ROOT / "outputs" / "bench" / time.strftime("%Y-%m-%d_%H-%M-%S")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    mach = machine()
+    print(f"bench --contend: {mach}\nmodels {','.join(models)}; {args.steps} batches per stratum, {args.repeats} "
+          f"timed passes; overrides {args.overrides or 'none'}; output {out_dir}", flush=True)
+    status, text = run_contend(models, args.overrides, args.data_root, args.cache_dir, args.steps, args.repeats,
+                               args.seed, malloc_env, args.timeout, mach)
+    (out_dir / "contend.md").write_text(text)
+    print("\n" + text)
+    return status
+
+
 def main(argv: list[str] | None = None) -> int:
     parser, args = parse_args(argv)
     if run_child_mode(args):
@@ -259,6 +285,9 @@ def main(argv: list[str] | None = None) -> int:
     from runners.runtime import MALLOC_TUNING
 
     apply_defaults(args)
+    malloc_env = {} if args.no_malloc_tuning else {k: str(v) for k, v in MALLOC_TUNING.items()}
+    if args.contend:
+        return contend_main(parser, args, malloc_env)
     if args.device:
         args.overrides.append(f"trainer.device={args.device}")
         args.no_naive = args.no_naive or args.device != "cpu"
@@ -273,7 +302,6 @@ def main(argv: list[str] | None = None) -> int:
     print(f"bench: {mach}\nmodels {','.join(models)}; scale {args.scale:g}; {timing}; naive {naive}"
           f"; overrides {args.overrides or 'none'}; output {out_dir}", flush=True)
     t_start = time.perf_counter()
-    malloc_env = {} if args.no_malloc_tuning else {k: str(v) for k, v in MALLOC_TUNING.items()}
     results: dict = {"machine": mach, "args": {k: str(v) for k, v in vars(args).items()}, "datasets": {}}
     csv_rows, md, all_path_rows = [], [], []
     with tempfile.TemporaryDirectory(prefix="seqrec_bench_") as tmp:

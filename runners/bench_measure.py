@@ -60,7 +60,7 @@ def prepare_data(spec: dict) -> dict:
     else:  # a real dataset through the normal loader and split cache (clothing_seq)
         from datasets.load import load_dataset
 
-        table = load_dataset(spec["dataset"], spec["kind"], spec["data_root"], spec["cache_dir"])
+        table = load_dataset(spec["dataset"], spec["kind"], spec["data_root"], spec["cache_dir"], spec.get("options"))
         out["table_s"] = time.perf_counter() - t0
         t2 = time.perf_counter()
         split = load_split(table, spec["cache_dir"], "paper", 1234)
@@ -80,7 +80,7 @@ def load_data(spec: dict) -> tuple[Table, Split]:
         return table, split
     from datasets.load import load_dataset
 
-    table = load_dataset(spec["dataset"], spec["kind"], spec["data_root"], spec["cache_dir"])
+    table = load_dataset(spec["dataset"], spec["kind"], spec["data_root"], spec["cache_dir"], spec.get("options"))
     return table, load_split(table, spec["cache_dir"], "paper", 1234)
 
 

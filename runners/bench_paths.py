@@ -38,18 +38,18 @@ def run_child(mode: str, spec: dict, env_extra: dict[str, str] | None, timeout: 
     return {**json.loads(res.stdout.strip().splitlines()[-1]), "child_s": time.perf_counter() - t0}
 
 
-def compose_recipe(model: str, overrides: list[str]) -> tuple[dict, dict, int | None, bool]:
+def compose_recipe(model: str, overrides: list[str]) -> tuple[dict, dict, int, bool]:
     """TrainSettings (as a dict), model params, thread count and denormal flushing as runners/run.py derives them."""
     from hydra import compose, initialize_config_dir
 
-    from runners.config import model_params, train_settings
+    from runners.config import model_params, train_settings, worker_threads
 
     with initialize_config_dir(config_dir=str(REPO_ROOT / "conf"), version_base="1.3"):
         cfg = compose(config_name="config", overrides=[f"model={model}", *overrides])
     settings = asdict(train_settings(cfg, None))
     settings.update(progress=False, checkpoint_path=None)
-    threads = cfg.trainer.num_threads
-    return settings, model_params(cfg), int(threads) if threads else None, bool(cfg.trainer.flush_denormal)
+    threads = worker_threads(cfg.trainer.num_threads, 1)  # as a one-process run resolves it
+    return settings, model_params(cfg), threads, bool(cfg.trainer.flush_denormal)
 
 
 def measure(spec: dict, naive_steps: int | None, env: dict, timeout: float) -> tuple[dict, dict | None]:

@@ -58,7 +58,7 @@ class Job:
     full_ranking_users: int
     processes: int  # data-parallel workers
     backend: str  # how they sum gradients
-    threads: int | None  # torch threads per training process
+    threads: int  # torch threads per training process (trainer.num_threads as resolved: recorded, hashed)
     flush_denormal: bool
     tracking_uri: str | None  # as configured (None: runners/tracking.tracking_uri's default)
     experiment: str
@@ -125,11 +125,17 @@ def initial_accumulator(cfg: DictConfig) -> float:
     return float(m.get("initial_accumulator") or 0.0)
 
 
-def worker_threads(num_threads: int | None, processes: int) -> int | None:
-    """torch threads of each training process: as set, else the cores shared out between the processes."""
-    if num_threads:
-        return int(num_threads)
-    return None if processes == 1 else max(1, (os.cpu_count() or 1) // processes)
+def worker_threads(num_threads: int | None, processes: int) -> int:
+    """torch threads of each training process: as set, else the cores this process may run on shared out between
+    the processes. Never read from the load: the count changes results (float summation order), so it is part of
+    the run's recorded config and of its hash."""
+    if num_threads is not None:
+        if isinstance(num_threads, bool) or not isinstance(num_threads, int) or num_threads < 1:
+            raise ValueError(f"trainer.num_threads={num_threads!r}: expected null (the cores shared out between the "
+                             "processes) or a positive integer")
+        return num_threads
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // processes)
 
 
 def check_config(cfg: DictConfig) -> None:
@@ -205,13 +211,15 @@ def job_settings(cfg: DictConfig) -> Job:
     resolved = OmegaConf.to_container(cfg, resolve=True)
     resolved["model"]["params"] = params  # log and hash what is built: experiment=reference merges reference_params
     p, t = cfg.protocol, cfg.trainer
+    threads = worker_threads(t.num_threads, int(t.processes))
+    resolved["trainer"]["num_threads"] = threads  # the count used, not null: results depend on it (logged, hashed)
     tags = {"model": cfg.model.name, "dataset": cfg.dataset.name, "protocol": p.name, "protocol_label": p.label,
             "seed": str(cfg.seed), "recipe": cfg.recipe, "paper_column": str(cfg.dataset.paper_column)}
     return Job(run_name=run_name(cfg), model=cfg.model.name, params=params, settings=train_settings(cfg, None),
                data=data_settings(cfg), seed=cfg.seed, label=p.label, select_on=p.select_on,
                test_access_limit=p.test_access_limit, full_ranking_users=p.full_ranking_users,
                processes=int(t.processes), backend=t.dist_backend,
-               threads=worker_threads(t.num_threads, int(t.processes)), flush_denormal=t.flush_denormal,
+               threads=threads, flush_denormal=t.flush_denormal,
                tracking_uri=cfg.mlflow.tracking_uri,
                experiment=cfg.mlflow.experiment or f"{cfg.dataset.name}/{p.name}",
                log_outcomes=cfg.mlflow.log_outcomes, skip_finished=cfg.skip_finished, tags=tags,

@@ -19,10 +19,8 @@ kill -9 of the run leaves no worker behind. Under torchrun the helpers are torch
 """
 from __future__ import annotations
 
-import ctypes
 import os
 import pickle
-import signal
 import socket
 import subprocess
 import sys
@@ -32,17 +30,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
-import torch
+if __name__ == "__main__":  # a helper process (argv: folder, rank, peers, rank 0's pid): die with rank 0 first
+    from runners.lifeline import die_with_parent
 
-from datasets.split import Split
-from datasets.table import Table
-from models.interface import SeqRecModel
-from runners.evaluation import TestSetGuard
-from runners.gradient_sync import ControlChannel, GradientSync, WorkerFailed, make_sync
-from runners.optim import use_sparse_embeddings, wants_sparse_grad
-from runners.runtime import configure_runtime
-from runners.trainer import StepRunner, TrainResult, TrainSettings, train
+    die_with_parent(int(sys.argv[4]))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from datasets.split import Split  # noqa: E402
+from datasets.table import Table  # noqa: E402
+from models.interface import SeqRecModel  # noqa: E402
+from runners.evaluation import TestSetGuard  # noqa: E402
+from runners.gradient_sync import ControlChannel, GradientSync, WorkerFailed, make_sync  # noqa: E402
+from runners.lifeline import die_with_parent  # noqa: E402
+from runners.optim import use_sparse_embeddings, wants_sparse_grad  # noqa: E402
+from runners.runtime import configure_runtime  # noqa: E402
+from runners.trainer import StepRunner, TrainResult, TrainSettings, train  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -163,16 +167,6 @@ def _remove_dir(directory: Path) -> None:
         directory.rmdir()
     except OSError:
         pass
-
-
-def die_with_parent(parent_pid: int) -> None:
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-    if os.getppid() != parent_pid:  # the parent died before prctl took effect
-        os._exit(1)
 
 
 def run_program(model: SeqRecModel, table: Table, split: Split, settings: TrainSettings,

@@ -27,6 +27,12 @@ if sys.path[0] != str(REPO_ROOT):  # our `datasets` package, never Hugging Face'
 os.environ["PYTHONPATH"] = os.pathsep.join(
     [str(REPO_ROOT), *(q for q in os.environ.get("PYTHONPATH", "").split(os.pathsep) if q and q != str(REPO_ROOT))])
 
+from runners.lifeline import torchrun_rank_dies_with_parent  # noqa: E402  (standard library only)
+from runners.wait_policy import set_wait_policy, wait_policy_in_effect  # noqa: E402  (standard library only)
+
+torchrun_rank_dies_with_parent()  # before the heavy imports below: kill -9 of torchrun then ends its ranks too
+set_wait_policy()  # before torch loads libgomp: idle OpenMP threads sleep (runners/wait_policy.py)
+
 import hydra  # noqa: E402
 import mlflow  # noqa: E402
 from hydra.core.hydra_config import HydraConfig  # noqa: E402
@@ -121,7 +127,7 @@ def run_tags(job: Job, table: Table, split: Split, chash: str, sweep_dir: str | 
     """Provenance (environment, config, hashes of config, data and split, output folder), then the user's tags;
     in a multirun, the sweep folder and the sweep's parent run (runners/sweep_runs.py)."""
     tags = {**environment_tags(), **device_info(resolve_device(job.settings.device)), **job.tags,
-            "config_hash": chash, "data_hash": table.content_hash,
+            "config_hash": chash, "data_hash": table.content_hash, "omp_wait_policy": wait_policy_in_effect(),
             "split_hash": split_fingerprint(split), "output_dir": str(_output_dir() or ""), **job.user_tags}
     if sweep_dir:
         tags["sweep_dir"] = sweep_dir

@@ -24,8 +24,9 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Callable, Mapping
 
-from runners.data_parallel import Helpers, die_with_parent, end_process_group, serve_job
+from runners.data_parallel import Helpers, end_process_group, serve_job
 from runners.gradient_sync import ControlChannel
+from runners.lifeline import torchrun_rank_dies_with_parent
 from runners.runtime import tune_malloc
 
 END = "end"  # published as the next job when rank 0's command is over
@@ -166,7 +167,7 @@ def run_rank(main: Callable[[], object]) -> None:
     if world is None:
         main()
         return
-    die_with_parent(os.getppid())  # torchrun starts ranks in sessions of their own: its kill -9 would orphan them
+    torchrun_rank_dies_with_parent()  # runners/run.py did so before its imports; a no-op then
     if world.rank > 0:
         sys.exit(serve(world))
     try:

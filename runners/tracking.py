@@ -142,7 +142,7 @@ def config_hash(resolved: dict, data_hash: str, code: str) -> str:
     """Identity of a run: the resolved config minus where/how it runs, the dataset's cache hash and the code
     (`code_hash()`)."""
     ignored = {"paths", "mlflow", "skip_finished", "tags"}
-    trainer_ignored = {"progress", "num_threads", "checkpoint_every", "eval_batch_size"}
+    trainer_ignored = {"progress", "checkpoint_every", "eval_batch_size"}  # num_threads counts: results depend on it
     core = {k: v for k, v in resolved.items() if k not in ignored and k != "hydra"}
     core["trainer"] = {k: v for k, v in core.get("trainer", {}).items() if k not in trainer_ignored}
     payload = json.dumps({"config": core, "data": data_hash, "code": code}, sort_keys=True, default=str)

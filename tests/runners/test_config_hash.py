@@ -31,7 +31,9 @@ def test_an_edit_to_shared_model_code_or_the_trainer_makes_a_new_hash(tmp_path):
 def test_where_a_run_writes_does_not_change_its_hash():
     cfg = {"model": {"name": "bpr"}, "trainer": {"epochs": 1, "num_threads": 1, "progress": False},
            "paths": {"cache_dir": "/a"}, "mlflow": {"tracking_uri": "x"}}
-    moved = {**cfg, "trainer": {**cfg["trainer"], "num_threads": 2}, "paths": {"cache_dir": "/b"},
+    moved = {**cfg, "trainer": {**cfg["trainer"], "progress": True}, "paths": {"cache_dir": "/b"},
              "mlflow": {"tracking_uri": "y"}}
     assert config_hash(cfg, "d", "c") == config_hash(moved, "d", "c")
     assert config_hash(cfg, "d", "c") != config_hash(cfg, "other data", "c")
+    other_threads = {**cfg, "trainer": {**cfg["trainer"], "num_threads": 2}}  # results depend on the count
+    assert config_hash(cfg, "d", "c") != config_hash(other_threads, "d", "c")
