@@ -26,7 +26,7 @@ COUNTS: dict[str, tuple[int, bool, str]] = {
     "trainer.eval_batch_size": (1, False, ""),
     "trainer.patience": (1, True, "null = never stop early"),
     "trainer.checkpoint_every": (0, False, "0 = only at the end"),
-    "trainer.num_threads": (1, True, "null = all cores"),
+    "trainer.num_threads": (1, True, "null = the CPUs shared out between the processes"),
     "trainer.processes": (1, False, ""),
     "trainer.debug_nan_at_step": (1, True, "null = off"),
     "trainer.debug_worker_raise_at_step": (1, True, "null = off"),
