@@ -44,4 +44,5 @@ def test_the_side_by_side_row_and_table():
 def test_the_contend_dataset_is_sample_with_its_configured_options(tmp_path):
     spec = dataset_spec(tmp_path / "data", tmp_path / "cache")
     assert spec["dataset"] == "sample" and spec["kind"] == "sample"
-    assert spec["options"] == {"n_users": 3000, "n_items": 1500, "n_categories": 40, "seed": 0}
+    assert spec["options"] == {"n_users": 3000, "n_items": 1500, "n_categories": 40, "seed": 0,
+                               "duplicates": "drop", "min_user_interactions": 3, "k_core": 0}
