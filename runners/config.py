@@ -20,10 +20,10 @@ from datasets.table import TABLE_SETTINGS
 from models.registry import get_model
 from runners.checks import (CHOICES, COUNTS, DATA_ARGS, check_counts, check_known_keys, check_model_sizes,
                             declared_keys)
-from runners.device import check_precision, resolve_device
+from runners.step.device import check_precision, resolve_device
 from runners.paths import check_path_names
-from runners.torchrun import check_processes
-from runners.trainer import TrainSettings, check_settings
+from runners.parallel.torchrun import check_processes
+from runners.train.trainer import TrainSettings, check_settings
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

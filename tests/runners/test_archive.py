@@ -10,7 +10,7 @@ import pytest
 
 from reports.runs import OUTCOMES_ARTIFACT, load_outcomes
 from runners import archive
-from runners.tracking import ensure_store, get_or_create_experiment
+from runners.tracking.tracking import ensure_store, get_or_create_experiment
 
 
 def make_store(tmp_path, n_runs=3):

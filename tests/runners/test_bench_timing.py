@@ -1,10 +1,10 @@
-"""runners/bench_measure's timing plans: which batches are timed, in what order, and what each stratum stands for.
+"""runners/benchkit/bench_measure's timing plans: which batches are timed, in what order, and what each stratum stands for.
 (The timings themselves are never asserted: they depend on the machine.)"""
 from __future__ import annotations
 
 import numpy as np
 
-from runners.bench_measure import consecutive_plan, draw_strata, stratified_plan, stratum_index
+from runners.benchkit.bench_measure import consecutive_plan, draw_strata, stratified_plan, stratum_index
 
 
 def epoch_widths() -> np.ndarray:

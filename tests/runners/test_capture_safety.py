@@ -1,4 +1,4 @@
-"""Every model's training step is safe to capture as a CUDA graph (runners/cuda_graphs.py), checked on the CPU.
+"""Every model's training step is safe to capture as a CUDA graph (runners/step/cuda_graphs.py), checked on the CPU.
 
 One step of each registered model runs on its real GPU path (device-resident batches, static widths, paired rows,
 its recipe's optimiser and clip) under a TorchDispatchMode that fails on what capture forbids:
@@ -26,9 +26,9 @@ from datasets.split import make_split
 from datasets.table import build_table
 from models import interface
 from models.registry import available_models, get_model
-from runners.cuda_graphs import CudaGraphSteps, capture_blocker, step_body
-from runners.runtime import seed_everything
-from runners.trainer import StepRunner, TrainSettings
+from runners.step.cuda_graphs import CudaGraphSteps, capture_blocker, step_body
+from runners.train.runtime import seed_everything
+from runners.train.trainer import StepRunner, TrainSettings
 from tests.models.helpers import one_thread  # noqa: F401  (a fixture, used through pytestmark)
 from tests.runners.conftest import REPO_ROOT, compose
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import shutil
 
-from runners.tracking import CODE_PACKAGES, code_hash, config_hash
+from runners.tracking.tracking import CODE_PACKAGES, code_hash, config_hash
 from tests.runners.conftest import REPO_ROOT
 
 
@@ -18,7 +18,7 @@ def test_an_edit_to_shared_model_code_or_the_trainer_makes_a_new_hash(tmp_path):
     before = code_hash(root)
     assert code_hash(root) == before and before == code_hash(REPO_ROOT)  # deterministic, location-independent
     cfg = {"model": {"name": "atrank"}, "trainer": {"epochs": 1}}
-    for edited in ["models/layers.py", "runners/trainer.py", "runners/evaluation.py", "datasets/batching.py"]:
+    for edited in ["models/layers.py", "runners/train/trainer.py", "runners/train/evaluation.py", "datasets/batching.py"]:
         path = root / edited
         original = path.read_text()
         path.write_text(original + "\n# an edit\n")

@@ -1,4 +1,4 @@
-"""runners/cuda_graphs.py's logic that runs without CUDA: the shapes captured before timing, and the bookkeeping
+"""runners/step/cuda_graphs.py's logic that runs without CUDA: the shapes captured before timing, and the bookkeeping
 of captures, failures and replays (the CUDA calls themselves, CudaGraphSteps.record, replaced by fakes)."""
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ from datasets import synthetic
 from datasets.device_batches import static_width
 from datasets.split import make_split
 from datasets.table import build_table
-from runners.cuda_graphs import CudaGraphSteps, distinct_shapes
-from runners.optim import prepare_optimizer
-from runners.trainer import StepRunner
+from runners.step.cuda_graphs import CudaGraphSteps, distinct_shapes
+from runners.step.optim import prepare_optimizer
+from runners.train.trainer import StepRunner
 from tests.models.helpers import build_from_yaml, one_thread, random_batch  # noqa: F401  (one_thread: a fixture)
 from tests.runners.conftest import compose
 
@@ -65,7 +65,7 @@ def test_failed_capture_is_counted_undone_and_its_shape_trains_eagerly(monkeypat
     steps, recorded = graph_steps(monkeypatch, fail=True)
     before = [p.detach().clone() for p in steps.model.parameters()]
     batch = random_batch([3, 1, 6, 4])
-    with caplog.at_level(logging.WARNING, logger="runners.cuda_graphs"):
+    with caplog.at_level(logging.WARNING, logger="runners.step.cuda_graphs"):
         assert steps.step(batch) is None
     assert all(torch.equal(a, b) for a, b in zip(before, steps.model.parameters()))  # warm-up updates undone
     assert all(p.grad is None for p in steps.model.parameters())

@@ -1,4 +1,4 @@
-"""Data-parallel training processes (trainer.processes, runners/data_parallel.py).
+"""Data-parallel training processes (trainer.processes, runners/parallel/data_parallel.py).
 
 - N workers on shares of each global batch train the same weights as one process on the whole batch (up to float
   summation order), through shared memory and through torch.distributed (gloo), with narrow batches replicated
@@ -28,12 +28,12 @@ from datasets.batching import BatchMaker, eval_rows
 from datasets.split import make_split
 from datasets.table import build_table
 from models.registry import get_model
-from runners.data_parallel import Helpers
-from runners.evaluation import TestSetGuard, evaluate
-from runners.gradient_sync import (AUTO_REPLICATE_WIDTH, ControlChannel, FlatGradients, GradientSync,
+from runners.parallel.data_parallel import Helpers
+from runners.train.evaluation import TestSetGuard, evaluate
+from runners.step.gradient_sync import (AUTO_REPLICATE_WIDTH, ControlChannel, FlatGradients, GradientSync,
                                    ReplicasDiverged, replicate_limit, shard)
-from runners.runtime import seed_everything
-from runners.trainer import TrainSettings, train, training_rows, worker_batch
+from runners.train.runtime import seed_everything
+from runners.train.trainer import TrainSettings, train, training_rows, worker_batch
 from tests.models.helpers import one_thread  # noqa: F401  (a fixture, used through pytestmark)
 from tests.runners.conftest import REPO_ROOT, alive, live_pids
 
@@ -158,7 +158,7 @@ def test_workers_whose_copies_differ_stop_the_run(data):
 
 def helper_pids(parent_pid: int) -> list[int]:
     """Running helper processes started by `parent_pid` (their command line names it)."""
-    return live_pids(lambda cmd: b"runners.data_parallel" in cmd and cmd[-2:-1] == [str(parent_pid).encode()])
+    return live_pids(lambda cmd: b"runners.parallel.data_parallel" in cmd and cmd[-2:-1] == [str(parent_pid).encode()])
 
 
 def run_args(tmp_path: Path, *extra: str) -> list[str]:

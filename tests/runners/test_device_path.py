@@ -21,10 +21,10 @@ from datasets.split import make_split
 from datasets.table import build_table
 from models.registry import get_model
 from runners.config import check_config
-from runners.device import check_precision, device_info, resolve_device
-from runners.evaluation import TestSetGuard
-from runners.runtime import seed_everything
-from runners.trainer import StepRunner, TrainSettings, train, training_rows
+from runners.step.device import check_precision, device_info, resolve_device
+from runners.train.evaluation import TestSetGuard
+from runners.train.runtime import seed_everything
+from runners.train.trainer import StepRunner, TrainSettings, train, training_rows
 from tests.models.helpers import one_thread  # noqa: F401  (a fixture, used through pytestmark)
 from tests.runners.conftest import compose
 
@@ -66,8 +66,8 @@ def test_cuda_without_a_gpu_is_a_clear_error():
 def test_cuda_n_becomes_the_current_device_and_bf16_needs_the_device_path(monkeypatch, data):
     """use_device(cuda:N) calls torch.cuda.set_device(N) (CPU: nothing); bf16 with trainer.device_batches=false
     is refused, not silently fp32 (the host path has no autocast). CUDA itself is faked: CI has none."""
-    from runners import device_step
-    from runners.device import use_device
+    from runners.step import device_step
+    from runners.step.device import use_device
 
     calls = []
     monkeypatch.setattr(torch.cuda, "set_device", calls.append)

@@ -11,8 +11,8 @@ import torch
 from datasets.batching import BatchMaker, eval_rows
 from datasets.split import draw_eval_negatives, make_split
 from models.interface import SeqRecModel
-from runners import metrics
-from runners.evaluation import TestSetGuard, evaluate, extra_metrics, full_ranks
+from runners.train import metrics
+from runners.train.evaluation import TestSetGuard, evaluate, extra_metrics, full_ranks
 from runners.run import run
 from tests.datasets.conftest import make_table
 from tests.runners.conftest import compose

@@ -1,4 +1,4 @@
-"""runners/optim.py's lean step (PlainSGD, zero_grad, clip_grad_norm) is torch's, bit for bit.
+"""runners/step/optim.py's lean step (PlainSGD, zero_grad, clip_grad_norm) is torch's, bit for bit.
 
 PlainSGD replaces torch.optim.SGD's generic step by one multi-tensor update when there is no momentum, weight decay
 or maximize; clip_grad_norm computes torch's global norm with the same calls. On the same model, batches and
@@ -18,8 +18,8 @@ from datasets.batching import BatchMaker, batch_order, train_rows
 from datasets.split import make_split
 from datasets.table import build_table
 from models.registry import get_model
-from runners.optim import PlainSGD, clip_grad_norm, prepare_optimizer, train_step
-from runners.runtime import seed_everything
+from runners.step.optim import PlainSGD, clip_grad_norm, prepare_optimizer, train_step
+from runners.train.runtime import seed_everything
 from tests.models.helpers import one_thread  # noqa: F401  (a fixture, used through pytestmark)
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -33,7 +33,7 @@ def job_and_hash(tmp: Path, args: list[str]):
     """The Job and config hash the CLI computes for `args` (model/dataset/trainer overrides), with tmp's cache."""
     from runners.config import job_settings
     from runners.run import load_data
-    from runners.tracking import code_hash, config_hash
+    from runners.tracking.tracking import code_hash, config_hash
 
     job = job_settings(compose([*args, f"paths.cache_dir={tmp / 'cache'}",
                                 f"mlflow.tracking_uri=sqlite:///{tmp / 'mlflow.db'}"]))
@@ -55,7 +55,7 @@ def orphan_run(uri: str, chash: str) -> str:
 # 1. Two copies of one command.
 
 def test_store_creation_by_four_processes_at_once_is_serialised(tmp_path):
-    code = ("import sys; sys.path.insert(0, sys.argv[1]); from runners.tracking import ensure_store; "
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); from runners.tracking.tracking import ensure_store; "
             "ensure_store(sys.argv[2])")
     uri = f"sqlite:///{tmp_path / 'fresh.db'}"
     procs = [subprocess.Popen([sys.executable, "-c", code, str(REPO_ROOT), uri], stderr=subprocess.PIPE, text=True)
@@ -85,7 +85,7 @@ def test_two_copies_of_one_command_make_one_finished_run(tmp_path):
 
 
 def test_a_config_whose_lease_is_held_is_refused_naming_the_owner(tmp_path):
-    from runners.lease import config_lease
+    from runners.tracking.lease import config_lease
 
     job, chash = job_and_hash(tmp_path, BPR)
     env = env_for(tmp_path, SEQREC_LEASE_TIMEOUT="2")
@@ -160,7 +160,7 @@ def test_a_damaged_table_or_split_cache_is_named_moved_aside_and_rebuilt(tmp_pat
 def test_a_damaged_checkpoint_is_named_moved_aside_and_never_read_again(tmp_path, caplog, how):
     import torch
 
-    from runners.checkpoint import CorruptCheckpoint, load_checkpoint, save_checkpoint, usable_checkpoint
+    from runners.train.checkpoint import CorruptCheckpoint, load_checkpoint, save_checkpoint, usable_checkpoint
 
     model = torch.nn.Linear(64, 64)
     opt = torch.optim.Adam(model.parameters())

@@ -1,4 +1,4 @@
-"""Sparse embedding gradients (runners/optim.py prepare_optimizer) give the same training as dense ones.
+"""Sparse embedding gradients (runners/step/optim.py prepare_optimizer) give the same training as dense ones.
 
 The trainer switches every nn.Embedding to sparse gradients when the optimiser's update is unchanged by it (SGD or
 Adagrad without weight decay); clipping then goes through the sparse-aware clip_grad_norm. At every step of a
@@ -18,9 +18,9 @@ from datasets.batching import BatchMaker, batch_order, train_rows
 from datasets.split import make_split
 from datasets.table import build_table
 from models.registry import get_model
-from runners.optim import clip_grad_norm, prepare_optimizer, sparse_grad_ok, train_step
-from runners.runtime import seed_everything
-from runners.trainer import TrainSettings
+from runners.step.optim import clip_grad_norm, prepare_optimizer, sparse_grad_ok, train_step
+from runners.train.runtime import seed_everything
+from runners.train.trainer import TrainSettings
 from tests.models.helpers import one_thread  # noqa: F401  (a fixture, used through pytestmark)
 
 # One intra-op thread for both runs: with two, a reduction's order may differ between the dense and the sparse run

@@ -1,4 +1,4 @@
-"""A killed sweep's parent run does not stay RUNNING: the next multirun closes it (runners/sweep_runs.py)."""
+"""A killed sweep's parent run does not stay RUNNING: the next multirun closes it (runners/tracking/sweep_runs.py)."""
 from __future__ import annotations
 
 import shutil
@@ -7,8 +7,8 @@ import sys
 
 import mlflow
 
-from runners.sweep_runs import ALIVE_LOCK, close_orphaned_parents, hold_sweep, parent_run_id, release_sweep
-from runners.tracking import ensure_store
+from runners.tracking.sweep_runs import ALIVE_LOCK, close_orphaned_parents, hold_sweep, parent_run_id, release_sweep
+from runners.tracking.tracking import ensure_store
 
 HOLD = ("import sys, time; from filelock import FileLock; lock = FileLock(sys.argv[1], thread_local=False); "
         "lock.acquire(); print('held', flush=True); time.sleep(120)")   # another live sweep's launcher

@@ -74,7 +74,7 @@ SASREC = ["model=sasrec", "dataset=sample", "trainer.max_steps=200", "trainer.ev
 
 
 def latest_checkpoint_step(directory: Path) -> int:
-    from runners.checkpoint import load_verified
+    from runners.train.checkpoint import load_verified
 
     steps = [0]
     for f in directory.glob("*.pt"):
@@ -149,9 +149,9 @@ def test_a_run_resumed_after_its_early_stop_stays_stopped(tmp_path, monkeypatch)
     from datasets.split import load_split
     from datasets.batching import eval_rows
     from models.registry import get_model
-    from runners.evaluation import TestSetGuard
-    from runners.runtime import seed_everything
-    from runners.trainer import TrainSettings, train
+    from runners.train.evaluation import TestSetGuard
+    from runners.train.runtime import seed_everything
+    from runners.train.trainer import TrainSettings, train
 
     monkeypatch.setenv("SEQREC_CACHE", str(tmp_path / "cache"))
     table = load_dataset("tiny", "sample", tmp_path, tmp_path / "cache",

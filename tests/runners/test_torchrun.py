@@ -1,4 +1,4 @@
-"""runners/torchrun.py: a data-parallel run launched by torchrun trains what `trainer.processes=N` trains itself;
+"""runners/parallel/torchrun.py: a data-parallel run launched by torchrun trains what `trainer.processes=N` trains itself;
 rank 0 owns the run (MLflow, failures), the other ranks serve it and leave when it is over."""
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ import mlflow
 import pytest
 from torch.distributed import TCPStore
 
-from runners.gradient_sync import ControlChannel
-from runners.torchrun import TorchrunWorld, check_processes, connect_mesh, torchrun_world
+from runners.step.gradient_sync import ControlChannel
+from runners.parallel.torchrun import TorchrunWorld, check_processes, connect_mesh, torchrun_world
 from tests.runners.conftest import REPO_ROOT, live_pids
 
 

@@ -9,7 +9,7 @@ PyTorch's whole-network recipe: warm-up iterations on a side stream, `.grad` set
 captured backward writes fresh gradients, no accumulation). The warm-up steps really update the weights, so the
 parameters, buffers, optimiser state and the RNG are saved before and restored after them: the captured step then
 starts from exactly the weights eager training would have. Known constraints, each handled here:
-- sparse embedding gradients cannot be captured: on CUDA sparse_grad=auto is dense (runners/optim.py);
+- sparse embedding gradients cannot be captured: on CUDA sparse_grad=auto is dense (runners/step/optim.py);
 - Adam needs `capturable=True` (its step counter on the device); set before the first step, and only when the
   step will be captured (capture_blocker finds nothing against it);
 - a graph bakes in the learning rate of a plain-float lr: the lr is part of the shape key, so the lr decay step
@@ -29,8 +29,8 @@ import torch
 
 from datasets.batch import Batch
 from models.interface import SeqRecModel
-from runners.device import autocast
-from runners.optim import clip_grad_norm
+from runners.step.device import autocast
+from runners.step.optim import clip_grad_norm
 
 log = logging.getLogger(__name__)
 TENSOR_FIELDS = ("user", "hist", "hist_time", "hist_rating", "mask", "lengths", "target", "label", "neg")

@@ -20,12 +20,12 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 if sys.path[0] != str(REPO_ROOT):  # Hydra imports this module by name: our `datasets`, never Hugging Face's
     sys.path.insert(0, str(REPO_ROOT))
-from runners.sweep_runs import (close_orphaned_parents, close_parents, hold_sweep, job_statuses,  # noqa: E402
+from runners.tracking.sweep_runs import (close_orphaned_parents, close_parents, hold_sweep, job_statuses,  # noqa: E402
                                 release_sweep, write_sweep_file)
-from runners.tracking import ensure_store, tracking_uri  # noqa: E402
+from runners.tracking.tracking import ensure_store, tracking_uri  # noqa: E402
 
 
 class CreateTrackingStore(Callback):
@@ -98,7 +98,7 @@ class WriteReport(Callback):
 
     @staticmethod
     def _close_parent_runs(config: DictConfig, files: list[Path]) -> None:
-        """The sweep's parent runs (runners/sweep_runs.py) get the report as artifacts and end."""
+        """The sweep's parent runs (runners/tracking/sweep_runs.py) get the report as artifacts and end."""
         import mlflow
 
         sweep_dir = Path(config.hydra.sweep.dir).resolve()

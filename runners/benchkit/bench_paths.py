@@ -1,7 +1,7 @@
 """runners/bench.py's parent side for one model: its recipe, its measurement children and the comparison of its
 training paths.
 
-Each measurement runs as `python runners/bench.py --model-child <spec>` (runners/bench_measure.py), so peak RSS is
+Each measurement runs as `python runners/bench.py --model-child <spec>` (runners/benchkit/bench_measure.py), so peak RSS is
 per child and a crash ends only that measurement. Per model: the optimised child, the naive baseline child, and
 with --compare-paths the earlier path (independent rows) and the data-parallel one (paired rows on N processes).
 """
@@ -16,9 +16,9 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from runners.bench_tables import minutes
+from runners.benchkit.bench_tables import minutes
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 BENCH = REPO_ROOT / "runners" / "bench.py"
 
 

@@ -77,7 +77,7 @@ def check_precision(precision: str, device: torch.device) -> None:
 
 def autocast(precision: str, device: torch.device):
     """bf16: torch.autocast on CUDA (check_precision refuses it elsewhere); fp32: nothing. The cast cache is off:
-    PyTorch requires that for autocast inside a CUDA graph capture (runners/cuda_graphs.py)."""
+    PyTorch requires that for autocast inside a CUDA graph capture (runners/step/cuda_graphs.py)."""
     if precision == "bf16" and device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=False)
     return contextlib.nullcontext()

@@ -1,5 +1,5 @@
 """Checkpoints of a training run: weights, optimiser, the loop's state and every random generator's state, so that
-a run killed mid-training resumes bit-identically (runners/trainer.py decides when; this module only saves and
+a run killed mid-training resumes bit-identically (runners/train/trainer.py decides when; this module only saves and
 restores). The file is replaced atomically: a kill while saving leaves the previous checkpoint readable.
 
 A checkpoint lives in a cache another user may write to, so reading it never runs code from it: the file is one
@@ -20,7 +20,7 @@ import torch
 
 from datasets.atomic import atomic_write_bytes
 from datasets.corrupt import READ_ERRORS, move_aside
-from runners.evaluation import EvalOutcome
+from runners.train.evaluation import EvalOutcome
 
 MAGIC = b"seqrec-checkpoint 2 sha256="
 KEYS = ("model", "optimizer", "state", "rng_python", "rng_numpy", "rng_torch")

@@ -1,4 +1,4 @@
-"""How the workers of a data-parallel run (runners/data_parallel.py) talk: each worker's share of a global batch,
+"""How the workers of a data-parallel run (runners/parallel/data_parallel.py) talk: each worker's share of a global batch,
 the control channel between workers, and the gradient sums.
 
 Gradient sums (`backend`):

@@ -1,7 +1,7 @@
 """The device-resident training path (trainer.device_batches): batches built on the device from resident rows
 (datasets/device_batches.py), a step that never reads the loss back (the training loop sums loss tensors and reads
 them at its logging points), bf16 autocast on CUDA (trainer.precision) and, on CUDA only and when
-trainer.cuda_graphs allows it, the whole step replayed as a CUDA graph per batch shape (runners/cuda_graphs.py).
+trainer.cuda_graphs allows it, the whole step replayed as a CUDA graph per batch shape (runners/step/cuda_graphs.py).
 
 On the CPU the default stays the numpy BatchMaker and optim.train_step (bit-identical to before); the device path
 runs there too when trainer.device_batches=true, which is how the tests exercise it without a GPU.
@@ -18,10 +18,10 @@ from datasets.batching import BatchMaker
 from datasets.device_batches import DeviceBatchMaker
 from datasets.table import Table
 from models.interface import SeqRecModel
-from runners.device import autocast, check_precision, resolve_device
-from runners.optim import clip_grad_norm, zero_grad
+from runners.step.device import autocast, check_precision, resolve_device
+from runners.step.optim import clip_grad_norm, zero_grad
 
-Settings = Any  # a runners.trainer.TrainSettings (not imported: runners/trainer.py imports this module)
+Settings = Any  # a runners.train.trainer.TrainSettings (not imported: runners/train/trainer.py imports this module)
 
 
 def _switch(value: str | bool, auto: bool, key: str) -> bool:
@@ -54,7 +54,7 @@ def batch_maker(table: Table, s: Settings) -> BatchMaker | DeviceBatchMaker:
     if not uses_device_batches(s, device):
         if s.precision != "fp32":
             raise ValueError(f"trainer.precision={s.precision} runs on the device path only (its autocast is in "
-                             "runners/device_step.py); this run has trainer.device_batches=false. Set "
+                             "runners/step/device_step.py); this run has trainer.device_batches=false. Set "
                              "trainer.device_batches=true (or auto on a GPU), or trainer.precision=fp32")
         return BatchMaker(table, max_len=s.max_len)
     return DeviceBatchMaker(table, s.max_len, device, uses_static_widths(s, device))
@@ -93,7 +93,7 @@ class DeviceSteps:
         self.resident = maker.put(rows)
         self.graphs = None
         if uses_cuda_graphs(s, maker.device):
-            from runners.cuda_graphs import CudaGraphSteps
+            from runners.step.cuda_graphs import CudaGraphSteps
 
             self.graphs = CudaGraphSteps(model, optimizer, params, s.clip_norm, s.precision)
 
@@ -104,7 +104,7 @@ class DeviceSteps:
         """With CUDA graphs: capture every (rows, padded width) shape of `batches` now, before any timed step."""
         if self.graphs is None:
             return
-        from runners.cuda_graphs import distinct_shapes
+        from runners.step.cuda_graphs import distinct_shapes
 
         for idx in distinct_shapes(batches, lambda i: self.maker.width(self.resident.hist_len[np.asarray(i)])):
             self.graphs.prepare(self.batch(idx))

@@ -1,9 +1,9 @@
 """The training loop: batches -> model -> optimiser, periodic evaluation, model selection, checkpoints.
 
 Plain arguments only (TrainSettings); results go to the caller through `log_metrics`, never written here except
-the checkpoint file (runners/checkpoint.py). Each epoch's batch order comes from np.random.default_rng([seed,
+the checkpoint file (runners/train/checkpoint.py). Each epoch's batch order comes from np.random.default_rng([seed,
 epoch]), so a checkpoint only needs (epoch, batch index) to resume the data stream exactly. The optimiser and the
-step itself are runners/optim.py's; process-wide settings and seeding are runners/runtime.py's.
+step itself are runners/step/optim.py's; process-wide settings and seeding are runners/train/runtime.py's.
 """
 from __future__ import annotations
 
@@ -21,21 +21,21 @@ from torch import Tensor
 try:
     from tqdm.auto import tqdm
 except ImportError:  # a bare GPU machine (runners/gpu_check.py): no progress bar
-    from runners.runtime import NoBar as tqdm
+    from runners.train.runtime import NoBar as tqdm
 
 from datasets.batch import Batch
 from datasets.batching import BatchMaker, Rows, batch_order, eval_rows, train_rows
 from datasets.split import Split
 from datasets.table import Table
 from models.interface import SeqRecModel
-from runners.checkpoint import load_checkpoint, save_checkpoint
-from runners.interrupts import deferred, stop_if_interrupted
-from runners.device import resolve_device, synchronize, use_device
-from runners.device_step import DeviceSteps, batch_maker
-from runners.evaluation import EvalOutcome, TestSetGuard, evaluate
-from runners.gradient_sync import GradientSync, replicate_limit, shard
-from runners.optim import OPTIMIZERS, prepare_optimizer, set_lr, train_step
-from runners.runtime import all_threads, seed_everything
+from runners.train.checkpoint import load_checkpoint, save_checkpoint
+from runners.train.interrupts import deferred, stop_if_interrupted
+from runners.step.device import resolve_device, synchronize, use_device
+from runners.step.device_step import DeviceSteps, batch_maker
+from runners.train.evaluation import EvalOutcome, TestSetGuard, evaluate
+from runners.step.gradient_sync import GradientSync, replicate_limit, shard
+from runners.step.optim import OPTIMIZERS, prepare_optimizer, set_lr, train_step
+from runners.train.runtime import all_threads, seed_everything
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ class TrainSettings:
     precision: str = "fp32"  # fp32 | bf16 (autocast, CUDA only)
     device_batches: str | bool = "auto"  # batches built on the device from resident rows; auto = off on the CPU
     static_widths: str | bool = "auto"  # widths rounded up to a fixed set (datasets/device_batches); auto = CUDA
-    cuda_graphs: str | bool = False  # CUDA only: the step replayed as a CUDA graph per shape (runners/cuda_graphs)
+    cuda_graphs: str | bool = False  # CUDA only: the step replayed as a CUDA graph per shape (runners/step/cuda_graphs)
     replicate_width: str | int = "auto"  # data-parallel: batches at most this wide are computed whole by every worker
 
 
@@ -181,7 +181,7 @@ class StepRunner:
 
     @classmethod
     def for_training(cls, model: SeqRecModel, table: Table, split: Split, s: TrainSettings) -> StepRunner:
-        """As train() steps: the model's training rows and the batch maker of its device (runners/device_step)."""
+        """As train() steps: the model's training rows and the batch maker of its device (runners/step/device_step)."""
         rows, rows_per_index = training_rows(model, table, split, s.pair_rows)
         return cls(model, rows, rows_per_index, batch_maker(table, s), s)
 
@@ -206,7 +206,7 @@ def train(model: SeqRecModel, table: Table, split: Split, s: TrainSettings, test
     select_on="test": the paper protocol (test read through `test_guard` at every evaluation, best test AUC kept).
     select_on="valid": selection on validation; test is not read here (unless `track_test`, a diagnostic), so the
     caller reads it once, with the selected weights.
-    `sync` (runners/data_parallel.py): this process is one worker of a data-parallel run and trains its share of
+    `sync` (runners/parallel/data_parallel.py): this process is one worker of a data-parallel run and trains its share of
     every global batch; rank 0 also evaluates, selects, logs and checkpoints, the other ranks only train and
     return None.
     """
@@ -251,7 +251,7 @@ class TrainingLoop:
         self.model.train()
         self.bar = tqdm(total=self.total_steps, initial=state.step, disable=not (s.progress and self.main),
                         desc=self.model.name, unit="step", dynamic_ncols=True, file=sys.stderr)
-        with deferred():  # SIGTERM / SIGINT stop the loop between steps (runners/interrupts.py)
+        with deferred():  # SIGTERM / SIGINT stop the loop between steps (runners/train/interrupts.py)
             stopped = self.patience_ran_out()  # resumed after an early stop
             while state.step < self.total_steps and not stopped:
                 stopped = self.run_epoch()

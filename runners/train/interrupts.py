@@ -1,7 +1,7 @@
 """SIGTERM and SIGINT during a run: the MLflow run ends KILLED, with a log line and a checkpoint where one is due.
 
 `closing_on_signals()` (runners/run.py, around the MLflow run) installs the handlers in the process and thread that
-run the job, for the run's duration only. Inside the training loop (`deferred()`, runners/trainer.py) a signal
+run the job, for the run's duration only. Inside the training loop (`deferred()`, runners/train/trainer.py) a signal
 only marks the run as interrupted: the loop finishes the step it is in, writes a checkpoint if the run has periodic
 checkpoints (`stop_if_interrupted`) and raises; a second signal, or one outside the loop, raises at once. SIGINT
 raises KeyboardInterrupt (the interpreter then exits as killed by SIGINT); SIGTERM raises `Terminated`, which

@@ -11,7 +11,7 @@ from torch.profiler import record_function
 
 from datasets.batch import Batch
 from models.interface import SeqRecModel
-from runners.gradient_sync import GradientSync
+from runners.step.gradient_sync import GradientSync
 
 OPTIMIZERS = ("sgd", "adam", "adagrad")
 SPARSE_OPTIMIZERS = ("sgd", "adagrad")  # their sparse update equals the dense one (Adam's would not: SparseAdam)

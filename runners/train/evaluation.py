@@ -13,7 +13,7 @@ from datasets.batching import BatchMaker, Rows
 from datasets.device_batches import DeviceBatchMaker
 from datasets.split import Split
 from models.interface import SeqRecModel
-from runners import metrics
+from runners.train import metrics
 
 
 class TestSetGuard:

@@ -5,7 +5,7 @@
 - `measure_model`: one model, one variant (optimised | naive), one path (paired or independent rows, one or N
   processes): preprocessing time, the projected epoch time from stratified timed passes over the epoch's real
   batch order, evaluation time, the child's peak RSS, and optionally a torch.profiler breakdown of a step.
-A step is runners.trainer.StepRunner's, the one train() takes, so the bench times the training code path.
+A step is runners.train.trainer.StepRunner's, the one train() takes, so the bench times the training code path.
 """
 from __future__ import annotations
 
@@ -23,11 +23,11 @@ from datasets.split import Split, load_split, make_split
 from datasets.table import Table, build_table, read_table, save_table
 from models.interface import SeqRecModel
 from models.registry import get_model
-from runners.device import peak_device_mb, resolve_device, synchronize
-from runners.device_step import batch_maker
-from runners.optim import train_step
-from runners.runtime import configure_runtime, peak_rss_mb, seed_everything
-from runners.trainer import StepRunner, TrainSettings, training_rows
+from runners.step.device import peak_device_mb, resolve_device, synchronize
+from runners.step.device_step import batch_maker
+from runners.step.optim import train_step
+from runners.train.runtime import configure_runtime, peak_rss_mb, seed_everything
+from runners.train.trainer import StepRunner, TrainSettings, training_rows
 
 WIDTH_EDGES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)  # stratum k holds batches of width in (edge[k-1], edge[k]]
 NAIVE_OPTIMIZER = {"optimizer": "adam", "lr": 1e-3, "sparse_grad": False, "bucket_by_length": False,
@@ -234,7 +234,7 @@ def time_training(runner: StepRunner, table: Table, split: Split, s: TrainSettin
     processes = spec.get("processes", 1)
     helpers = contextlib.nullcontext()
     if processes > 1:
-        from runners.data_parallel import Helpers
+        from runners.parallel.data_parallel import Helpers
 
         program = [batches[i] for _, order in plan for _, i in order]
         helpers = Helpers(runner.model, table, split, s, processes, spec.get("backend", "shm"),
@@ -272,7 +272,7 @@ def _timed_pass(runner: StepRunner, batches: list[np.ndarray], picks: Strata, or
 def time_evaluation(model: SeqRecModel, maker: BatchMaker, test: Rows, batch_size: int, spec: dict,
                     rng: np.random.Generator) -> dict:
     """Evaluation over the test users (or `eval_users` of them, projected linearly), after a warm-up."""
-    from runners.evaluation import evaluate  # (imports scikit-learn: only where needed)
+    from runners.train.evaluation import evaluate  # (imports scikit-learn: only where needed)
 
     n = len(test) if spec["eval_users"] < 0 else min(spec["eval_users"], len(test))
     subset = test if n == len(test) else test.take(np.sort(rng.choice(len(test), n, replace=False)))

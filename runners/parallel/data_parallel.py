@@ -1,11 +1,11 @@
 """Data-parallel training processes of one run (trainer.processes=N): N workers, one global batch per step.
 
 The calling process is rank 0: it trains its share, evaluates, selects, logs and checkpoints, as with one process.
-It starts N-1 helper processes (`python -m runners.data_parallel`) that train their shares only. Each step every
+It starts N-1 helper processes (`python -m runners.parallel.data_parallel`) that train their shares only. Each step every
 worker takes an interleaved shard of the same global batch (runners/gradient_sync.shard), computes the loss of
 its rows as a part of the global batch's loss (`Batch.mean_rows`: the means divide by the global row count, so
 the parts sum to the global loss), and the gradients are summed over workers before clipping and the optimiser
-step (runners/gradient_sync.py: the control channel and the gradient backends). Every worker sums them in the
+step (runners/step/gradient_sync.py: the control channel and the gradient backends). Every worker sums them in the
 same order, so parameters stay identical on every rank and a step equals the single-process step on the whole
 batch up to float summation order.
 A batch at most `trainer.replicate_width` positions wide is instead computed whole by every worker, with no sum
@@ -15,7 +15,7 @@ copies of the model at every evaluation point and at the end (GradientSync.check
 This module manages the processes: the job handed to the helpers, their start (sockets, shared files), their
 end, and a helper's own main. Helpers die with rank 0 (PR_SET_PDEATHSIG, and a parent check at start-up), so
 kill -9 of the run leaves no worker behind. Under torchrun the helpers are torchrun's other ranks instead
-(runners/torchrun.py, TorchrunHelpers): the same helper code, handed its jobs through the rendezvous store.
+(runners/parallel/torchrun.py, TorchrunHelpers): the same helper code, handed its jobs through the rendezvous store.
 """
 from __future__ import annotations
 
@@ -38,13 +38,13 @@ import torch
 from datasets.split import Split
 from datasets.table import Table
 from models.interface import SeqRecModel
-from runners.evaluation import TestSetGuard
-from runners.gradient_sync import ControlChannel, GradientSync, WorkerFailed, make_sync
-from runners.optim import use_sparse_embeddings, wants_sparse_grad
-from runners.runtime import configure_runtime
-from runners.trainer import StepRunner, TrainResult, TrainSettings, train
+from runners.train.evaluation import TestSetGuard
+from runners.step.gradient_sync import ControlChannel, GradientSync, WorkerFailed, make_sync
+from runners.step.optim import use_sparse_embeddings, wants_sparse_grad
+from runners.train.runtime import configure_runtime
+from runners.train.trainer import StepRunner, TrainResult, TrainSettings, train
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 @dataclass
@@ -119,7 +119,7 @@ class Helpers:
                 os.set_inheritable(fd, True)
             arg = ",".join(f"{peer}:{fd}" for peer, fd in fds.items())
             self.procs.append(subprocess.Popen(
-                [sys.executable, "-m", "runners.data_parallel", str(self.dir), str(rank), arg, str(os.getpid())],
+                [sys.executable, "-m", "runners.parallel.data_parallel", str(self.dir), str(rank), arg, str(os.getpid())],
                 env=env, cwd=REPO_ROOT, pass_fds=tuple(fds.values())))
         own = {b: pair[0] for (a, b), pair in pairs.items() if a == 0}
         for (a, b), pair in pairs.items():  # the helpers hold their ends now
@@ -188,7 +188,7 @@ def run_program(model: SeqRecModel, table: Table, split: Split, settings: TrainS
 def helper_main(directory: str, rank: int, peers: str, parent_pid: int) -> int:
     """A helper process that rank 0 started: its control sockets are inherited descriptors. SIGINT and SIGTERM
     (Ctrl-C, a scheduler signalling the process group) are left to rank 0, which stops the run between steps
-    (runners/interrupts.py); a helper ends when rank 0 closes its channel or dies."""
+    (runners/train/interrupts.py); a helper ends when rank 0 closes its channel or dies."""
     die_with_parent(parent_pid)
     for s in (signal.SIGINT, signal.SIGTERM):
         signal.signal(s, signal.SIG_IGN)

@@ -24,9 +24,9 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Callable, Mapping
 
-from runners.data_parallel import Helpers, die_with_parent, end_process_group, serve_job
-from runners.gradient_sync import ControlChannel
-from runners.runtime import tune_malloc
+from runners.parallel.data_parallel import Helpers, die_with_parent, end_process_group, serve_job
+from runners.step.gradient_sync import ControlChannel
+from runners.train.runtime import tune_malloc
 
 END = "end"  # published as the next job when rank 0's command is over
 STORE_TIMEOUT = timedelta(days=7)  # helpers wait on the store while rank 0 loads data, evaluates, logs
