@@ -1,7 +1,7 @@
 """The GPU check, one time-boxed script (at most 6 minutes on one GPU), no MLflow:
 
     python3 runners/gpu_check.py --device cuda            # on the GPU machine
-    python3 runners/gpu_check.py --device cpu --smoke     # anywhere, tiny sizes (tests/runners/test_gpu_check.py)
+    python3 runners/gpu_check.py --device cpu --smoke     # anywhere, tiny sizes (tests/runners/benchkit/test_gpu_check.py)
 
 It answers in this order, so whatever is cut comes last:
 1. ATRank on the Electronics-shaped generated data (runners/bench_data.py's shape, datasets/synthetic.py), at its

@@ -15,7 +15,7 @@ starts from exactly the weights eager training would have. Known constraints, ea
 - a graph bakes in the learning rate of a plain-float lr: the lr is part of the shape key, so the lr decay step
   captures anew;
 - Adagrad keeps a host-side step counter (not capturable): it stays eager, as does any step whose capture fails
-  (a model with a host sync; tests/runners/test_capture_safety.py keeps every model free of them). A failure
+  (a model with a host sync; tests/runners/step/test_capture_safety.py keeps every model free of them). A failure
   restores the stream that was current, the weights and the RNG, is counted (`outcomes()`) and logged as a
   WARNING naming the shape and the reason; that shape runs eagerly from then on.
 """

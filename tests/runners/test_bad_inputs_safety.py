@@ -15,7 +15,7 @@ import torch
 
 from runners.train.checkpoint import MAGIC, CorruptCheckpoint, load_checkpoint, read_checkpoint, save_checkpoint
 from tests.runners.conftest import compose
-from tests.runners.test_reliability import job_and_hash, orphan_run
+from tests.runners.tracking.test_reliability import job_and_hash, orphan_run
 
 POP = ["model=pop", "dataset=sample", "dataset.options.n_users=300", "dataset.options.n_items=200",
        "trainer.max_steps=10", "trainer.eval_every=10", "trainer.num_threads=1"]

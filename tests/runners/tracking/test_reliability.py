@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 
 from tests.runners.conftest import compose
-from tests.runners.test_sweeps import BPR, NO_REPORT, RUN, cli, env_for, runs_in, tail, where
+from tests.runners.tracking.test_sweeps import BPR, NO_REPORT, RUN, cli, env_for, runs_in, tail, where
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[3]
 
 
 def store_health(db: Path) -> tuple[str, list[str]]:

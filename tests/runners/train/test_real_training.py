@@ -1,7 +1,7 @@
 """Models trained on real data (clothing_seq: the paper's Clothing sequences) through the main command.
 
 The slow tier only (`python -m pytest -m slow`); the default run's check that models learn is
-tests/runners/test_learns_past_pop.py (a small real slice). Each fixture runs one Hydra sweep,
+tests/runners/train/test_learns_past_pop.py (a small real slice). Each fixture runs one Hydra sweep,
 `python runners/run.py -m model=... dataset=clothing_seq experiment=short_budget` (2 epochs of Adam, lr 1e-3,
 batch 128; paper protocol; two jobs at a time with the joblib launcher, one torch thread each), and reads the test
 AUCs back from MLflow:

@@ -26,7 +26,7 @@ import yaml
 
 from tests.runners.conftest import MODEL_RUNS
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[3]
 BPR = ["model=bpr", "dataset=sample", "trainer.max_steps=100", "trainer.eval_every=50", "trainer.num_threads=1"]
 NO_REPORT = ["++hydra.callbacks.report.enabled=false"]
 

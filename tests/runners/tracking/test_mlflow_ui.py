@@ -15,7 +15,7 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from tests.runners.browser import Browser, chromium, free_port, wait_for_http
+from tests.runners.tracking.browser import Browser, chromium, free_port, wait_for_http
 from tests.runners.conftest import MODEL_RUNS, run_cli
 
 pytestmark = [pytest.mark.slow,
