@@ -23,7 +23,7 @@ from runners.checks import (CHOICES, COUNTS, DATA_ARGS, check_counts, check_know
 from runners.step.device import check_precision, resolve_device
 from runners.paths import check_path_names
 from runners.parallel.torchrun import check_processes
-from runners.train.trainer import TrainSettings, check_settings
+from runners.step.settings import TrainSettings, check_settings
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -60,7 +60,7 @@ class Job:
     backend: str  # how they sum gradients
     threads: int | None  # torch threads per training process
     flush_denormal: bool
-    tracking_uri: str | None  # as configured (None: runners/tracking.tracking_uri's default)
+    tracking_uri: str | None  # as configured (None: runners/tracking/tracking.tracking_uri's default)
     experiment: str
     log_outcomes: bool
     skip_finished: bool
@@ -134,7 +134,7 @@ def worker_threads(num_threads: int | None, processes: int) -> int | None:
 
 def check_config(cfg: DictConfig) -> None:
     """Before anything runs (runners/checks.py): every key is one its config group declares (a `+group.<typo>=`
-    would be ignored), the training settings are valid (runners/trainer.check_settings), every count counts
+    would be ignored), the training settings are valid (runners/step/settings.check_settings), every count counts
     something, every model size is >= 1 and names that become paths are safe slugs."""
     check_path_names(cfg)
     check_known_keys(*config_keys(cfg))

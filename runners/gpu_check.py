@@ -6,7 +6,7 @@
 It answers in this order, so whatever is cut comes last:
 1. ATRank on the Electronics-shaped generated data (runners/bench_data.py's shape, datasets/synthetic.py), at its
    recipe's batch 32: eager, then on CUDA with trainer.cuda_graphs=true and with trainer.precision=bf16; then at
-   batch 1024. Each through runners/bench_measure.measure_model (the bench children's code, in this one process):
+   batch 1024. Each through runners/benchkit/bench_measure.measure_model (the bench children's code, in this one process):
    `--steps` batches per width stratum, every padded width captured before timing when graphs are on, projected
    to the epoch; examples/s, the projected epoch, evaluation of all 192,403 test users, peak GPU memory and the
    CUDA-graph outcomes (captured / failed shapes, replayed / eager steps).

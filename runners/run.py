@@ -54,7 +54,8 @@ from runners.tracking.tracking import (code_hash, config_hash, ensure_store, env
 from runners.tracking.sweep_runs import parent_run_id  # noqa: E402
 from runners.step.device import device_info, resolve_device  # noqa: E402
 from runners.parallel.torchrun import helpers_class, run_rank  # noqa: E402
-from runners.train.trainer import TrainResult, TrainSettings  # noqa: E402
+from runners.step.settings import TrainSettings  # noqa: E402
+from runners.train.trainer import TrainResult  # noqa: E402
 
 log = logging.getLogger("seqrec")
 register_path_resolver()  # before @hydra.main composes: conf/config.yaml's folder names use ${path_part:...}

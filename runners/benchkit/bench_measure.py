@@ -27,7 +27,8 @@ from runners.step.device import peak_device_mb, resolve_device, synchronize
 from runners.step.device_step import batch_maker
 from runners.step.optim import train_step
 from runners.train.runtime import configure_runtime, peak_rss_mb, seed_everything
-from runners.train.trainer import StepRunner, TrainSettings, training_rows
+from runners.step.settings import TrainSettings
+from runners.train.trainer import StepRunner, training_rows
 
 WIDTH_EDGES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)  # stratum k holds batches of width in (edge[k-1], edge[k]]
 NAIVE_OPTIMIZER = {"optimizer": "adam", "lr": 1e-3, "sparse_grad": False, "bucket_by_length": False,
@@ -229,7 +230,7 @@ def _epoch_batches(model: SeqRecModel, table: Table, split: Split, s: TrainSetti
 def time_training(runner: StepRunner, table: Table, split: Split, s: TrainSettings, batches: list[np.ndarray],
                   plan: Plan, spec: dict) -> dict:
     """The passes of `plan` (the first a warm-up); with `processes` > 1 the data-parallel helpers run the same
-    global batches (runners/data_parallel.run_program)."""
+    global batches (runners/parallel/data_parallel.run_program)."""
     runner.model.train()
     processes = spec.get("processes", 1)
     helpers = contextlib.nullcontext()

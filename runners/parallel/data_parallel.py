@@ -2,14 +2,14 @@
 
 The calling process is rank 0: it trains its share, evaluates, selects, logs and checkpoints, as with one process.
 It starts N-1 helper processes (`python -m runners.parallel.data_parallel`) that train their shares only. Each step every
-worker takes an interleaved shard of the same global batch (runners/gradient_sync.shard), computes the loss of
+worker takes an interleaved shard of the same global batch (runners/step/gradient_sync.shard), computes the loss of
 its rows as a part of the global batch's loss (`Batch.mean_rows`: the means divide by the global row count, so
 the parts sum to the global loss), and the gradients are summed over workers before clipping and the optimiser
 step (runners/step/gradient_sync.py: the control channel and the gradient backends). Every worker sums them in the
 same order, so parameters stay identical on every rank and a step equals the single-process step on the whole
 batch up to float summation order.
 A batch at most `trainer.replicate_width` positions wide is instead computed whole by every worker, with no sum
-(runners/gradient_sync.replicate_limit: on one host, for a model without dropout); the workers compare their
+(runners/step/gradient_sync.replicate_limit: on one host, for a model without dropout); the workers compare their
 copies of the model at every evaluation point and at the end (GradientSync.check_replicas).
 
 This module manages the processes: the job handed to the helpers, their start (sockets, shared files), their
@@ -42,7 +42,8 @@ from runners.train.evaluation import TestSetGuard
 from runners.step.gradient_sync import ControlChannel, GradientSync, WorkerFailed, make_sync
 from runners.step.optim import use_sparse_embeddings, wants_sparse_grad
 from runners.train.runtime import configure_runtime
-from runners.train.trainer import StepRunner, TrainResult, TrainSettings, train
+from runners.step.settings import TrainSettings
+from runners.train.trainer import StepRunner, TrainResult, train
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -68,7 +69,7 @@ def train_processes(model: SeqRecModel, table: Table, split: Split, settings: Tr
                     backend: str, threads: int | None, flush_denormal: bool,
                     helpers: type[Helpers] | None = None) -> TrainResult:
     """train() in this process, or as rank 0 of `processes` data-parallel workers (`helpers`: how the others are
-    started; runners/torchrun.TorchrunHelpers when torchrun started them)."""
+    started; runners/parallel/torchrun.TorchrunHelpers when torchrun started them)."""
     if processes < 1:
         raise ValueError(f"trainer.processes must be >= 1, got {processes}")
     if processes == 1:

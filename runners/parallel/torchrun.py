@@ -3,7 +3,7 @@
 
 torchrun starts N copies of runners/run.py. Rank 0 is the job, exactly as without torchrun (config, data, MLflow,
 evaluation, checkpoints). Ranks 1..N-1 never read the config: each serves rank 0's data-parallel runs as a helper
-(runners/data_parallel.serve_job), the same helper that `trainer.processes=N` otherwise starts itself. They meet
+(runners/parallel/data_parallel.serve_job), the same helper that `trainer.processes=N` otherwise starts itself. They meet
 through torchrun's rendezvous store (env://):
 - rank 0 numbers the runs it trains (a sequential sweep's jobs in turn), writes each one's helper job (initial
   model, data, settings) into a private folder and publishes the folder under `job/<k>`;

@@ -8,8 +8,6 @@ runs there too when trainer.device_batches=true, which is how the tests exercise
 """
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import torch
 
@@ -20,8 +18,7 @@ from datasets.table import Table
 from models.interface import SeqRecModel
 from runners.step.device import autocast, check_precision, resolve_device
 from runners.step.optim import clip_grad_norm, zero_grad
-
-Settings = Any  # a runners.train.trainer.TrainSettings (not imported: runners/train/trainer.py imports this module)
+from runners.step.settings import TrainSettings
 
 
 def _switch(value: str | bool, auto: bool, key: str) -> bool:
@@ -32,22 +29,22 @@ def _switch(value: str | bool, auto: bool, key: str) -> bool:
     raise ValueError(f"trainer.{key} must be auto, true or false, got {value!r}")
 
 
-def uses_device_batches(s: Settings, device: torch.device) -> bool:
+def uses_device_batches(s: TrainSettings, device: torch.device) -> bool:
     """trainer.device_batches: auto = on for any device but the CPU."""
     return _switch(s.device_batches, device.type != "cpu", "device_batches")
 
 
-def uses_static_widths(s: Settings, device: torch.device) -> bool:
+def uses_static_widths(s: TrainSettings, device: torch.device) -> bool:
     """trainer.static_widths: auto = on for CUDA (fixed shapes for graph capture), off elsewhere."""
     return _switch(s.static_widths, device.type == "cuda", "static_widths")
 
 
-def uses_cuda_graphs(s: Settings, device: torch.device) -> bool:
+def uses_cuda_graphs(s: TrainSettings, device: torch.device) -> bool:
     """trainer.cuda_graphs: only ever on a CUDA device; auto = off until measured on a GPU (docs/performance.md)."""
     return device.type == "cuda" and _switch(s.cuda_graphs, False, "cuda_graphs")
 
 
-def batch_maker(table: Table, s: Settings) -> BatchMaker | DeviceBatchMaker:
+def batch_maker(table: Table, s: TrainSettings) -> BatchMaker | DeviceBatchMaker:
     """The batch maker a run with settings `s` trains and evaluates with."""
     device = resolve_device(s.device)
     check_precision(s.precision, device)
@@ -87,7 +84,7 @@ class DeviceSteps:
     """StepRunner's device path: resident rows, batches from index arrays, eager steps or CUDA graph replays."""
 
     def __init__(self, model: SeqRecModel, optimizer: torch.optim.Optimizer, params: list, rows,
-                 maker: DeviceBatchMaker, s: Settings):
+                 maker: DeviceBatchMaker, s: TrainSettings):
         self.model, self.optimizer, self.params, self.maker = model, optimizer, params, maker
         self.clip_norm, self.precision = s.clip_norm, s.precision
         self.resident = maker.put(rows)

@@ -1,5 +1,5 @@
-"""How the workers of a data-parallel run (runners/parallel/data_parallel.py) talk: each worker's share of a global batch,
-the control channel between workers, and the gradient sums.
+"""How the workers of a data-parallel run (runners/parallel/data_parallel.py) talk: each worker's share of a
+global batch, the control channel between workers, and the gradient sums.
 
 Gradient sums (`backend`):
 - "shm" (the default on CPU): same-host workers write their gradients (dense ones flat, sparse embedding

@@ -1,9 +1,10 @@
 """The training loop: batches -> model -> optimiser, periodic evaluation, model selection, checkpoints.
 
-Plain arguments only (TrainSettings); results go to the caller through `log_metrics`, never written here except
-the checkpoint file (runners/train/checkpoint.py). Each epoch's batch order comes from np.random.default_rng([seed,
-epoch]), so a checkpoint only needs (epoch, batch index) to resume the data stream exactly. The optimiser and the
-step itself are runners/step/optim.py's; process-wide settings and seeding are runners/train/runtime.py's.
+Plain arguments only (TrainSettings, runners/step/settings.py); results go to the caller through `log_metrics`,
+never written here except the checkpoint file (runners/train/checkpoint.py). Each epoch's batch order comes from
+np.random.default_rng([seed, epoch]), so a checkpoint only needs (epoch, batch index) to resume the data stream
+exactly. The optimiser and the step itself are runners/step/optim.py's; process-wide settings and seeding are
+runners/train/runtime.py's.
 """
 from __future__ import annotations
 
@@ -34,73 +35,11 @@ from runners.step.device import resolve_device, synchronize, use_device
 from runners.step.device_step import DeviceSteps, batch_maker
 from runners.train.evaluation import EvalOutcome, TestSetGuard, evaluate
 from runners.step.gradient_sync import GradientSync, replicate_limit, shard
-from runners.step.optim import OPTIMIZERS, prepare_optimizer, set_lr, train_step
+from runners.step.optim import prepare_optimizer, set_lr, train_step
+from runners.step.settings import TrainSettings
 from runners.train.runtime import all_threads, seed_everything
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class TrainSettings:
-    optimizer: str = "sgd"  # sgd | adam | adagrad
-    lr: float = 1.0
-    weight_decay: float = 0.0
-    lr_decay_step: int | None = None  # global step at which lr becomes lr_after_decay
-    lr_after_decay: float = 0.1
-    clip_norm: float | None = 5.0
-    batch_size: int = 32
-    epochs: int = 10
-    max_steps: int | None = None
-    reshuffle: bool = True  # False: one shuffle (epoch 0's order) for every epoch, as the reference BPR
-    bucket_by_length: bool = True
-    bucket_chunk: int = 1024  # batches per chunk sorted by history length (datasets/batching.batch_order)
-    max_len: int | None = None
-    eval_every: int = 1000  # steps; 0 = at the end of each epoch
-    eval_batch_size: int = 1024
-    select_on: str = "test"  # "test" (paper protocol) or "valid" (loo_val)
-    track_test: bool = False  # with select_on="valid": also evaluate test at every evaluation (diagnostic)
-    patience: int | None = None  # evaluations without improvement before stopping
-    seed: int = 0
-    progress: bool = False
-    checkpoint_path: str | None = None
-    checkpoint_every: int = 0  # steps; 0 = no periodic checkpoints
-    debug_nan_at_step: int | None = None  # testing aid: the loss becomes NaN at this step
-    sparse_grad: str | bool = "auto"  # sparse embedding gradients: auto = when the update is the same (sparse_grad_ok)
-    pair_rows: bool = True  # pointwise models: a batch of B rows = B/2 prefixes, each with its positive and negative
-    debug_worker_raise_at_step: int | None = None  # testing aid: data-parallel worker 1 raises at this step
-    initial_accumulator: float = 0.0  # Adagrad's starting sum of squares (the model yaml's, reference mode's)
-    device: str = "cpu"  # auto | cpu | cuda | cuda:N | mps (runners/device.resolve_device)
-    precision: str = "fp32"  # fp32 | bf16 (autocast, CUDA only)
-    device_batches: str | bool = "auto"  # batches built on the device from resident rows; auto = off on the CPU
-    static_widths: str | bool = "auto"  # widths rounded up to a fixed set (datasets/device_batches); auto = CUDA
-    cuda_graphs: str | bool = False  # CUDA only: the step replayed as a CUDA graph per shape (runners/step/cuda_graphs)
-    replicate_width: str | int = "auto"  # data-parallel: batches at most this wide are computed whole by every worker
-
-
-def check_settings(s: TrainSettings, gradient_free: bool = False) -> None:
-    """Reject settings that would train nothing or fail later with an unclear error (ValueError naming the key).
-    `gradient_free`: the model learns without gradients (POP counts), so lr 0 is fine."""
-    problems = []
-    if not isinstance(s.batch_size, int) or s.batch_size < 1:
-        problems.append(f"model.batch_size must be an integer >= 1, got {s.batch_size!r}")
-    if s.epochs is None or s.epochs < 1:
-        problems.append(f"the epochs (model.epochs / trainer.epochs) must be >= 1, got {s.epochs!r}")
-    if s.max_steps is not None and s.max_steps < 1:
-        problems.append(f"trainer.max_steps must be >= 1 or null, got {s.max_steps!r}")
-    if not (isinstance(s.lr, (int, float)) and math.isfinite(s.lr) and (s.lr > 0 or gradient_free and s.lr == 0)):
-        problems.append(f"model.lr must be a finite number > 0, got {s.lr!r}")
-    if s.optimizer not in OPTIMIZERS:
-        problems.append(f"model.optimizer must be one of {', '.join(OPTIMIZERS)}, got {s.optimizer!r}")
-    if s.clip_norm is not None and not (math.isfinite(s.clip_norm) and s.clip_norm > 0):
-        problems.append(f"model.clip_norm must be > 0 or null, got {s.clip_norm!r}")
-    if s.eval_every < 0:
-        problems.append(f"trainer.eval_every must be >= 0, got {s.eval_every!r}")
-    if not isinstance(s.bucket_chunk, int) or s.bucket_chunk < 1:
-        problems.append(f"trainer.bucket_chunk must be an integer >= 1, got {s.bucket_chunk!r}")
-    if s.replicate_width != "auto" and not (isinstance(s.replicate_width, int) and s.replicate_width >= 0):
-        problems.append(f"trainer.replicate_width must be auto or an integer >= 0, got {s.replicate_width!r}")
-    if problems:
-        raise ValueError("invalid training settings:\n  " + "\n  ".join(problems))
 
 
 @dataclass

@@ -124,7 +124,8 @@ def test_a_run_stopped_at_a_checkpoint_and_resumed_matches_an_uninterrupted_one(
     from models.registry import get_model
     from runners.train.evaluation import TestSetGuard
     from runners.train.runtime import seed_everything
-    from runners.train.trainer import TrainSettings, train
+    from runners.step.settings import TrainSettings
+    from runners.train.trainer import train
 
     table = load_dataset("tiny", "sample", tmp_path, tmp_path / "cache",
                          {"n_users": 300, "n_items": 200, "n_categories": 10, "seed": 0})

@@ -33,7 +33,8 @@ from runners.train.evaluation import TestSetGuard, evaluate
 from runners.step.gradient_sync import (AUTO_REPLICATE_WIDTH, ControlChannel, FlatGradients, GradientSync,
                                    ReplicasDiverged, replicate_limit, shard)
 from runners.train.runtime import seed_everything
-from runners.train.trainer import TrainSettings, train, training_rows, worker_batch
+from runners.step.settings import TrainSettings
+from runners.train.trainer import train, training_rows, worker_batch
 from tests.models.helpers import one_thread  # noqa: F401  (a fixture, used through pytestmark)
 from tests.runners.conftest import REPO_ROOT, alive, live_pids
 

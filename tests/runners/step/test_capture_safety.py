@@ -28,7 +28,8 @@ from models import interface
 from models.registry import available_models, get_model
 from runners.step.cuda_graphs import CudaGraphSteps, capture_blocker, step_body
 from runners.train.runtime import seed_everything
-from runners.train.trainer import StepRunner, TrainSettings
+from runners.step.settings import TrainSettings
+from runners.train.trainer import StepRunner
 from tests.models.helpers import one_thread  # noqa: F401  (a fixture, used through pytestmark)
 from tests.runners.conftest import REPO_ROOT, compose
 

@@ -24,7 +24,8 @@ from runners.config import check_config
 from runners.step.device import check_precision, device_info, resolve_device
 from runners.train.evaluation import TestSetGuard
 from runners.train.runtime import seed_everything
-from runners.train.trainer import StepRunner, TrainSettings, train, training_rows
+from runners.step.settings import TrainSettings
+from runners.train.trainer import StepRunner, train, training_rows
 from tests.models.helpers import one_thread  # noqa: F401  (a fixture, used through pytestmark)
 from tests.runners.conftest import compose
 

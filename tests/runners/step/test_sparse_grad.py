@@ -20,7 +20,7 @@ from datasets.table import build_table
 from models.registry import get_model
 from runners.step.optim import clip_grad_norm, prepare_optimizer, sparse_grad_ok, train_step
 from runners.train.runtime import seed_everything
-from runners.train.trainer import TrainSettings
+from runners.step.settings import TrainSettings
 from tests.models.helpers import one_thread  # noqa: F401  (a fixture, used through pytestmark)
 
 # One intra-op thread for both runs: with two, a reduction's order may differ between the dense and the sparse run

@@ -151,7 +151,8 @@ def test_a_run_resumed_after_its_early_stop_stays_stopped(tmp_path, monkeypatch)
     from models.registry import get_model
     from runners.train.evaluation import TestSetGuard
     from runners.train.runtime import seed_everything
-    from runners.train.trainer import TrainSettings, train
+    from runners.step.settings import TrainSettings
+    from runners.train.trainer import train
 
     monkeypatch.setenv("SEQREC_CACHE", str(tmp_path / "cache"))
     table = load_dataset("tiny", "sample", tmp_path, tmp_path / "cache",
