@@ -1,13 +1,13 @@
 """The GPU check, one time-boxed script (at most 6 minutes on one GPU), no MLflow:
 
     python3 runners/gpu_check.py --device cuda            # on the GPU machine
-    python3 runners/gpu_check.py --device cpu --smoke     # anywhere, tiny sizes (tests/runners/benchkit/test_gpu_check.py)
+    python3 runners/gpu_check.py --device cpu --smoke     # anywhere, tiny sizes (tests/runners/benchkit/)
 
 It answers in this order, so whatever is cut comes last:
 1. ATRank on the Electronics-shaped generated data (runners/bench_data.py's shape, datasets/synthetic.py), at its
    recipe's batch 32: eager, then on CUDA with trainer.cuda_graphs=true and with trainer.precision=bf16; then at
-   batch 1024. Each through runners/benchkit/bench_measure.measure_model (the bench children's code, in this one process):
-   `--steps` batches per width stratum, every padded width captured before timing when graphs are on, projected
+   batch 1024. Each through runners/benchkit/bench_measure.measure_model (the bench children's code, in this one
+   process): `--steps` batches per width stratum, every padded width captured before timing when graphs are on, projected
    to the epoch; examples/s, the projected epoch, evaluation of all 192,403 test users, peak GPU memory and the
    CUDA-graph outcomes (captured / failed shapes, replayed / eager steps).
 2. The other models the same way, each at its own recipe.

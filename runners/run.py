@@ -104,8 +104,8 @@ def resumable_run(store: Store, chash: str, checkpoint: Path) -> str | None:
     """The MLflow run to continue from `checkpoint`: the latest unfinished run of this config, if its checkpoint
     is there and reads back whole (a checkpoint without its MLflow run cannot be continued faithfully, so it is
     removed; a damaged one is moved aside: the run starts over). Called under the config's lease
-    (runners/tracking/lease.py), so a RUNNING run of this config is an orphan whose process is gone: one not continued is
-    closed as KILLED."""
+    (runners/tracking/lease.py), so a RUNNING run of this config is an orphan whose process is gone: one not continued
+    is closed as KILLED."""
     unfinished = find_runs(store, chash, ("RUNNING", "FAILED", "KILLED"))
     resume_id = unfinished[0].info.run_id if unfinished and usable_checkpoint(checkpoint) else None
     for orphan in (r for r in unfinished if r.info.status == "RUNNING" and r.info.run_id != resume_id):
@@ -299,7 +299,7 @@ def run(cfg: DictConfig, sweep_dir: str | None = None) -> dict:
     t_start = time.time()
     check_config(cfg)
     job = job_settings(cfg)
-    tune_malloc()  # glibc allocator settings (runners/train/runtime.py MALLOC_TUNING; MALLOC_* variables set by hand win)
+    tune_malloc()  # glibc allocator settings (train/runtime.py MALLOC_TUNING; MALLOC_* variables set by hand win)
     configure_runtime(job.threads, job.flush_denormal)
     try:
         table, split = load_data(job.data)

@@ -145,8 +145,8 @@ def train(model: SeqRecModel, table: Table, split: Split, s: TrainSettings, test
     select_on="test": the paper protocol (test read through `test_guard` at every evaluation, best test AUC kept).
     select_on="valid": selection on validation; test is not read here (unless `track_test`, a diagnostic), so the
     caller reads it once, with the selected weights.
-    `sync` (runners/parallel/data_parallel.py): this process is one worker of a data-parallel run and trains its share of
-    every global batch; rank 0 also evaluates, selects, logs and checkpoints, the other ranks only train and
+    `sync` (runners/parallel/data_parallel.py): this process is one worker of a data-parallel run and trains its
+    share of every global batch; rank 0 also evaluates, selects, logs and checkpoints, the other ranks only train and
     return None.
     """
     seed_everything(s.seed)

@@ -18,7 +18,8 @@ def test_an_edit_to_shared_model_code_or_the_trainer_makes_a_new_hash(tmp_path):
     before = code_hash(root)
     assert code_hash(root) == before and before == code_hash(REPO_ROOT)  # deterministic, location-independent
     cfg = {"model": {"name": "atrank"}, "trainer": {"epochs": 1}}
-    for edited in ["models/layers.py", "runners/train/trainer.py", "runners/train/evaluation.py", "datasets/batching.py"]:
+    for edited in ["models/layers.py", "runners/train/trainer.py", "runners/train/evaluation.py",
+                   "datasets/batching.py"]:
         path = root / edited
         original = path.read_text()
         path.write_text(original + "\n# an edit\n")

@@ -1,4 +1,5 @@
-"""The reliability load and fault tests (slow tier: python -m pytest -m slow tests/runners/tracking/test_reliability_slow.py).
+"""The reliability load and fault tests (slow tier:
+python -m pytest -m slow tests/runners/tracking/test_reliability_slow.py).
 
 - Load: 8 jobs of one sweep through the joblib launcher, 4 at a time, on one fresh store and one fresh cache, run
   twice: one FINISHED run per config, the second sweep trains nothing, the sqlite store is intact.
@@ -17,7 +18,8 @@ from pathlib import Path
 import pytest
 
 from tests.runners.tracking.test_reliability import store_health
-from tests.runners.tracking.test_sweeps import NO_REPORT, RUN, cli, env_for, latest_checkpoint_step, runs_in, tail, where
+from tests.runners.tracking.test_sweeps import (NO_REPORT, RUN, cli, env_for, latest_checkpoint_step, runs_in, tail,
+                                                where)
 
 pytestmark = pytest.mark.slow
 
