@@ -135,6 +135,16 @@ def test_rooms_import_only_rooms_below() -> None:
     assert not bad, "import arrows against the room order " + " <- ".join(ROOMS) + ":\n" + "\n".join(bad)
 
 
+def test_every_package_is_installed() -> None:
+    """pyproject.toml's explicit package list names every package and subpackage (`pip install .` ships the rooms)."""
+    import tomllib
+
+    listed = set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {".".join(i.parent.relative_to(REPO).parts) for p in PACKAGES for i in (REPO / p).rglob("__init__.py")
+             if "__pycache__" not in i.parts}
+    assert found <= listed, f"pyproject.toml [tool.setuptools] packages lacks {sorted(found - listed)}"
+
+
 @pytest.mark.parametrize("room", ROOMS)
 def test_tests_mirror_the_rooms(room: str) -> None:
     folder = REPO / "tests" / "runners" / room
