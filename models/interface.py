@@ -21,8 +21,8 @@ Constructors take plain typed arguments. Every model receives the data shape as
 (n_users, n_items, n_categories, item_category) and its hyper-parameters from conf/model/<name>.yaml.
 `after_step()` runs after each optimiser step (e.g. AttRec's unit-ball clipping).
 
-`cuda_graphs` says whether the training step can be captured as a CUDA graph (runners/cuda_graphs.py): no host
-reads, no data-dependent shapes, no tensors made from host data (tests/runners/test_capture_safety.py checks each
+`cuda_graphs` says whether the training step can be captured as a CUDA graph (runners/step/cuda_graphs.py): no host
+reads, no data-dependent shapes, no tensors made from host data (tests/runners/step/test_capture_safety.py checks each
 model that says so); a model that cannot says why in `cuda_graphs_note` and trains eagerly on a GPU.
 Shortcuts that read a device value on the host (faster on the CPU, a sync per call elsewhere) are taken only where
 `host_shortcuts(device)` allows: on the CPU, unless CPU_HOST_SHORTCUTS is off (the capture-safety test turns it

@@ -11,7 +11,7 @@ model's row):
   (datasets/table.build_table) and its `paper` split (datasets/split.make_split), in a child of their own;
 - per model, at its own recipe (conf/model/<name>.yaml composed with conf/trainer/default.yaml, exactly as
   runners/run.py builds TrainSettings): preprocessing (training rows + one epoch's batch order), training
-  speed (examples/s and the projected epoch time), evaluation time over the test users (runners.evaluation
+  speed (examples/s and the projected epoch time), evaluation time over the test users (runners.train.evaluation
   .evaluate on (positive, frozen negative) pairs) and the child's peak RSS;
 - per model, the NAIVE baseline in its own child: every batch padded to the longest training history of the
   dataset (cap: the model's max_len), plain random batches (no length bucketing), Adam lr 1e-3 over dense
@@ -21,17 +21,17 @@ model's row):
   (ratios are the figure to trust on a shared machine);
 - optionally (--clothing, on by default at full size) training speed and peak RSS on the real `clothing_seq`.
 
-How training is timed. A step is runners.trainer.StepRunner's (a batch from datasets.batching.BatchMaker, then
-runners.optim.train_step with the optimiser of runners.optim.prepare_optimizer): the code path of train(), timed
-in a child (runners/bench_measure.py). Batch costs vary with the batch's history width (1 to ~400 items) and the
+How training is timed. A step is runners.train.trainer.StepRunner's (a batch from datasets.batching.BatchMaker, then
+runners.step.optim.train_step with the optimiser of runners.step.optim.prepare_optimizer): the code path of train(), timed
+in a child (runners/benchkit/bench_measure.py). Batch costs vary with the batch's history width (1 to ~400 items) and the
 widest batches are rare and dear, so a few hundred consecutive steps would project an epoch badly. Instead the
 epoch's real batch order (batch_order, seed 0, epoch 0) is split into strata by width (powers of two); `--steps`
 batches are drawn from each stratum; after a warm-up pass, each of `--repeats` passes times every drawn batch
 (wall clock and process CPU time) and projects the epoch as sum over strata of (batches in stratum x mean time
 per batch). The table shows the median over passes and the spread (min-max). Evaluation runs once over all test
 users (or over --eval-users of them, then projected linearly and marked). Results go to <out>/bench.csv,
-<out>/bench.md and, with --mlflow, to MLflow. Modules: runners/bench_paths.py (one model's children, the path
-comparison), runners/bench_measure.py (the children), runners/bench_tables.py (tables and files).
+<out>/bench.md and, with --mlflow, to MLflow. Modules: runners/benchkit/bench_paths.py (one model's children, the path
+comparison), runners/benchkit/bench_measure.py (the children), runners/benchkit/bench_tables.py (tables and files).
 """
 from __future__ import annotations
 
@@ -48,12 +48,12 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if sys.path[0] != str(REPO_ROOT):
     sys.path.insert(0, str(REPO_ROOT))  # our `datasets` package, never Hugging Face's
 
-from runners.wait_policy import set_wait_policy  # noqa: E402  (standard library only)
+from runners.train.wait_policy import set_wait_policy  # noqa: E402  (standard library only)
 
 set_wait_policy()  # before torch loads, here and (inherited) in every measurement child, as runners/run.py does
 
-from runners import bench_tables as tables  # noqa: E402
-from runners.bench_paths import compare_paths, compose_recipe, measure, run_child  # noqa: E402
+from runners.benchkit import bench_tables as tables  # noqa: E402
+from runners.benchkit.bench_paths import compare_paths, compose_recipe, measure, run_child  # noqa: E402
 
 
 def parse_args(argv: list[str] | None) -> tuple[argparse.ArgumentParser, argparse.Namespace]:
@@ -94,7 +94,7 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.ArgumentParser, argpars
     parser.add_argument("--timeout", type=float, default=1800, help="seconds per child process")
     parser.add_argument("--contend", action="store_true",
                         help="time the models (default: atrank) on `sample` quiet, then beside one busy CPU-bound "
-                             "process on the last CPU, side by side (runners/bench_contend.py)")
+                             "process on the last CPU, side by side (runners/benchkit/bench_contend.py)")
     parser.add_argument("--prepare", help=argparse.SUPPRESS)
     parser.add_argument("--model-child", help=argparse.SUPPRESS)
     return parser, parser.parse_args(argv)
@@ -229,7 +229,7 @@ def bench_dataset(name: str, data: dict, data_spec: dict, models: list[str], arg
 def log_mlflow(rows: list[dict], dataset: str, args: argparse.Namespace, mach: str) -> None:
     import mlflow
 
-    from runners.tracking import ensure_store, get_or_create_experiment, tracking_uri
+    from runners.tracking.tracking import ensure_store, get_or_create_experiment, tracking_uri
 
     uri = tracking_uri(None)
     ensure_store(uri)
@@ -251,7 +251,7 @@ def run_child_mode(args: argparse.Namespace) -> bool:
     """--prepare / --model-child: this process is a measurement child; print its result as one JSON line."""
     if not (args.prepare or args.model_child):
         return False
-    from runners import bench_measure
+    from runners.benchkit import bench_measure
 
     if args.prepare:
         print(json.dumps(bench_measure.prepare_data(json.loads(args.prepare))))
@@ -261,9 +261,9 @@ def run_child_mode(args: argparse.Namespace) -> bool:
 
 
 def contend_main(parser: argparse.ArgumentParser, args: argparse.Namespace, malloc_env: dict[str, str]) -> int:
-    """--contend: quiet and busy figures side by side (runners/bench_contend.py); printed and written to
+    """--contend: quiet and busy figures side by side (runners/benchkit/bench_contend.py); printed and written to
     <out>/contend.md."""
-    from runners.bench_contend import run_contend
+    from runners.benchkit.bench_contend import run_contend
 
     models = chosen_models(parser, args.models or "atrank")
     out_dir = args.out or REPO_ROOT / "outputs" / "bench" / time.strftime("%Y-%m-%d_%H-%M-%S")
@@ -282,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
     parser, args = parse_args(argv)
     if run_child_mode(args):
         return 0
-    from runners.runtime import MALLOC_TUNING
+    from runners.train.runtime import MALLOC_TUNING
 
     apply_defaults(args)
     malloc_env = {} if args.no_malloc_tuning else {k: str(v) for k, v in MALLOC_TUNING.items()}

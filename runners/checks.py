@@ -20,7 +20,7 @@ import torch
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
 # Counts: key -> (least value, null allowed, what null / the least value means). eval_every, batch_size, epochs,
-# max_steps, bucket_chunk and replicate_width are runners/trainer.check_settings'.
+# max_steps, bucket_chunk and replicate_width are runners/step/settings.check_settings'.
 COUNTS: dict[str, tuple[int, bool, str]] = {
     "seed": (0, False, ""),
     "trainer.eval_batch_size": (1, False, ""),

@@ -20,10 +20,10 @@ from datasets.table import TABLE_SETTINGS
 from models.registry import get_model
 from runners.checks import (CHOICES, COUNTS, DATA_ARGS, check_counts, check_known_keys, check_model_sizes,
                             declared_keys)
-from runners.device import check_precision, resolve_device
+from runners.step.device import check_precision, resolve_device
 from runners.paths import check_path_names
-from runners.torchrun import check_processes
-from runners.trainer import TrainSettings, check_settings
+from runners.parallel.torchrun import check_processes
+from runners.step.settings import TrainSettings, check_settings
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -60,7 +60,7 @@ class Job:
     backend: str  # how they sum gradients
     threads: int  # torch threads per training process (trainer.num_threads as resolved: recorded, hashed)
     flush_denormal: bool
-    tracking_uri: str | None  # as configured (None: runners/tracking.tracking_uri's default)
+    tracking_uri: str | None  # as configured (None: runners/tracking/tracking.tracking_uri's default)
     experiment: str
     log_outcomes: bool
     skip_finished: bool
@@ -140,7 +140,7 @@ def worker_threads(num_threads: int | None, processes: int) -> int:
 
 def check_config(cfg: DictConfig) -> None:
     """Before anything runs (runners/checks.py): every key is one its config group declares (a `+group.<typo>=`
-    would be ignored), the training settings are valid (runners/trainer.check_settings), every count counts
+    would be ignored), the training settings are valid (runners/step/settings.check_settings), every count counts
     something, every model size is >= 1 and names that become paths are safe slugs."""
     check_path_names(cfg)
     check_known_keys(*config_keys(cfg))

@@ -1,13 +1,13 @@
 """The GPU check, one time-boxed script (at most 6 minutes on one GPU), no MLflow:
 
     python3 runners/gpu_check.py --device cuda            # on the GPU machine
-    python3 runners/gpu_check.py --device cpu --smoke     # anywhere, tiny sizes (tests/runners/test_gpu_check.py)
+    python3 runners/gpu_check.py --device cpu --smoke     # anywhere, tiny sizes (tests/runners/benchkit/)
 
 It answers in this order, so whatever is cut comes last:
 1. ATRank on the Electronics-shaped generated data (runners/bench_data.py's shape, datasets/synthetic.py), at its
    recipe's batch 32: eager, then on CUDA with trainer.cuda_graphs=true and with trainer.precision=bf16; then at
-   batch 1024. Each through runners/bench_measure.measure_model (the bench children's code, in this one process):
-   `--steps` batches per width stratum, every padded width captured before timing when graphs are on, projected
+   batch 1024. Each through runners/benchkit/bench_measure.measure_model (the bench children's code, in this one
+   process): `--steps` batches per width stratum, every padded width captured before timing when graphs are on, projected
    to the epoch; examples/s, the projected epoch, evaluation of all 192,403 test users, peak GPU memory and the
    CUDA-graph outcomes (captured / failed shapes, replayed / eager steps).
 2. The other models the same way, each at its own recipe.
@@ -34,7 +34,7 @@ if sys.path[0] != str(REPO_ROOT):
 
 import torch  # noqa: E402
 
-from runners.device import device_info, resolve_device, use_device, what_torch_sees  # noqa: E402
+from runners.step.device import device_info, resolve_device, use_device, what_torch_sees  # noqa: E402
 
 MODELS = "atrank,bpr,bilstm,bilstm_att,cnn,din,gru4rec,sasrec,attrec"
 FIRST_PART_S = {"full": 60.0, "smoke": 10.0}  # assumed time of the first throughput part (none measured yet)
@@ -83,7 +83,7 @@ class Clock:
 
 
 def recipe(model: str, overrides: list[str]) -> tuple[dict, dict]:
-    from runners.bench_paths import compose_recipe
+    from runners.benchkit.bench_paths import compose_recipe
 
     settings, params, _, _ = compose_recipe(model, overrides)
     return settings, params
@@ -103,7 +103,7 @@ def variants(models: list[str], cuda: bool) -> list[tuple[str, str, list[str]]]:
 
 def throughput(args: argparse.Namespace, device: str, clock: Clock, tmp: str) -> list[dict]:
     """Parts 1 and 2: the ATRank variants, then each other model, on the Electronics-shaped data."""
-    from runners import bench_measure
+    from runners.benchkit import bench_measure
 
     data_spec = {"dataset": "electronics_like", "scale": args.scale, "seed": 0, "table_path": f"{tmp}/table.npz",
                  "split_path": f"{tmp}/split.npz"}
@@ -121,7 +121,7 @@ def throughput(args: argparse.Namespace, device: str, clock: Clock, tmp: str) ->
 
 
 def measure_one(model: str, label: str, overrides: list[str], data_spec: dict, args: argparse.Namespace) -> dict:
-    from runners import bench_measure
+    from runners.benchkit import bench_measure
 
     settings, params = recipe(model, overrides)
     spec = {**data_spec, "model": model, "settings": settings, "params": params, "num_threads": None,
@@ -164,9 +164,9 @@ def clothing_auc(device: str, precision: str, args: argparse.Namespace, clock: C
     from datasets.split import data_options, load_split
     from models.registry import get_model
     from runners.config import data_settings, model_params, train_settings
-    from runners.evaluation import TestSetGuard
-    from runners.runtime import configure_runtime, seed_everything
-    from runners.trainer import train, training_rows
+    from runners.train.evaluation import TestSetGuard
+    from runners.train.runtime import configure_runtime, seed_everything
+    from runners.train.trainer import train, training_rows
 
     overrides = ["model=atrank", "dataset=clothing_seq", "trainer.epochs=1", "trainer.eval_every=0",
                  f"trainer.device={device}", f"trainer.precision={precision}", *args.set]

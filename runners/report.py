@@ -18,7 +18,7 @@ if sys.path[0] != str(REPO_ROOT):  # our `datasets` package, never Hugging Face'
     sys.path.insert(0, str(REPO_ROOT))
 
 from reports.table3 import PAPER_METRIC, RunFilter, write_report  # noqa: E402
-from runners.tracking import tracking_uri  # noqa: E402
+from runners.tracking.tracking import tracking_uri  # noqa: E402
 
 DEFAULT_OUT = REPO_ROOT / "reports" / "out"
 

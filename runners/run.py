@@ -3,7 +3,7 @@
 `run(cfg) -> dict` does one job in named steps: data -> MLflow run (or skip / resume) -> model -> train -> the one
 final test read -> metrics. runners/config.py turns the config into plain settings (a Job); the steps take those.
 `main` is the thin Hydra wrapper: in a multirun a failed job is recorded (MLflow run FAILED + status.json) and the
-sweep goes on; the sweep's summary and exit code come from runners/callbacks.py.
+sweep goes on; the sweep's summary and exit code come from runners/tracking/callbacks.py.
 """
 from __future__ import annotations
 
@@ -27,11 +27,11 @@ if sys.path[0] != str(REPO_ROOT):  # our `datasets` package, never Hugging Face'
 os.environ["PYTHONPATH"] = os.pathsep.join(
     [str(REPO_ROOT), *(q for q in os.environ.get("PYTHONPATH", "").split(os.pathsep) if q and q != str(REPO_ROOT))])
 
-from runners.lifeline import torchrun_rank_dies_with_parent  # noqa: E402  (standard library only)
-from runners.wait_policy import set_wait_policy, wait_policy_in_effect  # noqa: E402  (standard library only)
+from runners.parallel.lifeline import torchrun_rank_dies_with_parent  # noqa: E402  (standard library only)
+from runners.train.wait_policy import set_wait_policy, wait_policy_in_effect  # noqa: E402  (standard library only)
 
 torchrun_rank_dies_with_parent()  # before the heavy imports below: kill -9 of torchrun then ends its ranks too
-set_wait_policy()  # before torch loads libgomp: idle OpenMP threads sleep (runners/wait_policy.py)
+set_wait_policy()  # before torch loads libgomp: idle OpenMP threads sleep (runners/train/wait_policy.py)
 
 import hydra  # noqa: E402
 import mlflow  # noqa: E402
@@ -47,20 +47,21 @@ from models.interface import SeqRecModel  # noqa: E402
 from models.registry import get_model  # noqa: E402
 from runners.checks import check_outcome, check_parameters  # noqa: E402
 from runners.config import DataSettings, Job, check_config, job_settings, run_name  # noqa: E402
-from runners.data_parallel import train_processes  # noqa: E402
-from runners.evaluation import EvalOutcome, TestSetGuard, final_evaluation  # noqa: E402
-from runners.checkpoint import usable_checkpoint  # noqa: E402
+from runners.parallel.data_parallel import train_processes  # noqa: E402
+from runners.train.evaluation import EvalOutcome, TestSetGuard, final_evaluation  # noqa: E402
+from runners.train.checkpoint import usable_checkpoint  # noqa: E402
 from datasets.names import under  # noqa: E402
 from runners.paths import register_path_resolver  # noqa: E402
-from runners.interrupts import Terminated, closing_on_signals, pending_signal  # noqa: E402
-from runners.lease import config_lease  # noqa: E402
-from runners.runtime import configure_runtime, peak_rss_mb, seed_everything, tune_malloc  # noqa: E402
-from runners.tracking import (code_hash, config_hash, ensure_store, environment_tags, flatten,  # noqa: E402
+from runners.train.interrupts import Terminated, closing_on_signals, pending_signal  # noqa: E402
+from runners.tracking.lease import config_lease  # noqa: E402
+from runners.train.runtime import configure_runtime, peak_rss_mb, seed_everything, tune_malloc  # noqa: E402
+from runners.tracking.tracking import (code_hash, config_hash, ensure_store, environment_tags, flatten,  # noqa: E402
                               get_or_create_experiment, tracking_uri)
-from runners.sweep_runs import parent_run_id  # noqa: E402
-from runners.device import device_info, resolve_device  # noqa: E402
-from runners.torchrun import helpers_class, run_rank  # noqa: E402
-from runners.trainer import TrainResult, TrainSettings  # noqa: E402
+from runners.tracking.sweep_runs import parent_run_id  # noqa: E402
+from runners.step.device import device_info, resolve_device  # noqa: E402
+from runners.parallel.torchrun import helpers_class, run_rank  # noqa: E402
+from runners.step.settings import TrainSettings  # noqa: E402
+from runners.train.trainer import TrainResult  # noqa: E402
 
 log = logging.getLogger("seqrec")
 register_path_resolver()  # before @hydra.main composes: conf/config.yaml's folder names use ${path_part:...}
@@ -109,8 +110,8 @@ def resumable_run(store: Store, chash: str, checkpoint: Path) -> str | None:
     """The MLflow run to continue from `checkpoint`: the latest unfinished run of this config, if its checkpoint
     is there and reads back whole (a checkpoint without its MLflow run cannot be continued faithfully, so it is
     removed; a damaged one is moved aside: the run starts over). Called under the config's lease
-    (runners/lease.py), so a RUNNING run of this config is an orphan whose process is gone: one not continued is
-    closed as KILLED."""
+    (runners/tracking/lease.py), so a RUNNING run of this config is an orphan whose process is gone: one not continued
+    is closed as KILLED."""
     unfinished = find_runs(store, chash, ("RUNNING", "FAILED", "KILLED"))
     resume_id = unfinished[0].info.run_id if unfinished and usable_checkpoint(checkpoint) else None
     for orphan in (r for r in unfinished if r.info.status == "RUNNING" and r.info.run_id != resume_id):
@@ -125,7 +126,7 @@ def resumable_run(store: Store, chash: str, checkpoint: Path) -> str | None:
 def run_tags(job: Job, table: Table, split: Split, chash: str, sweep_dir: str | None, resumed: bool,
              parent_id: str | None = None) -> dict:
     """Provenance (environment, config, hashes of config, data and split, output folder), then the user's tags;
-    in a multirun, the sweep folder and the sweep's parent run (runners/sweep_runs.py)."""
+    in a multirun, the sweep folder and the sweep's parent run (runners/tracking/sweep_runs.py)."""
     tags = {**environment_tags(), **device_info(resolve_device(job.settings.device)), **job.tags,
             "config_hash": chash, "data_hash": table.content_hash, "omp_wait_policy": wait_policy_in_effect(),
             "split_hash": split_fingerprint(split), "output_dir": str(_output_dir() or ""), **job.user_tags}
@@ -304,7 +305,7 @@ def run(cfg: DictConfig, sweep_dir: str | None = None) -> dict:
     t_start = time.time()
     check_config(cfg)
     job = job_settings(cfg)
-    tune_malloc()  # glibc allocator settings (runners/runtime.py MALLOC_TUNING; MALLOC_* variables set by hand win)
+    tune_malloc()  # glibc allocator settings (train/runtime.py MALLOC_TUNING; MALLOC_* variables set by hand win)
     configure_runtime(job.threads, job.flush_denormal)
     try:
         table, split = load_data(job.data)
@@ -329,7 +330,7 @@ def run_leased(job: Job, table: Table, split: Split, chash: str, store: Store, s
     parent_id = parent_run_id(store.client, store.experiment_id, sweep_dir) if sweep_dir else None
     start = {"run_id": resume_id, "experiment_id": None if resume_id else store.experiment_id,
              "run_name": None if resume_id else job.run_name}
-    with closing_on_signals(), mlflow.start_run(**start) as active:  # SIGTERM / SIGINT: KILLED (runners/interrupts.py)
+    with closing_on_signals(), mlflow.start_run(**start) as active:  # SIGTERM / SIGINT: KILLED (runners/train/interrupts.py)
         try:
             tags = run_tags(job, table, split, chash, sweep_dir, resumed=resume_id is not None, parent_id=parent_id)
             logged = log_run_start(job, store, table, split, tags, resume_id)
@@ -371,6 +372,6 @@ def main(cfg: DictConfig) -> float | None:
 
 if __name__ == "__main__":
     try:
-        run_rank(main)  # under torchrun, ranks 1..N-1 serve rank 0's data-parallel runs (runners/torchrun.py)
+        run_rank(main)  # under torchrun, ranks 1..N-1 serve rank 0's data-parallel runs (runners/parallel/torchrun.py)
     except Terminated as e:  # SIGTERM during a run, closed as KILLED: the conventional exit status
         sys.exit(128 + e.signum)

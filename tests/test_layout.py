@@ -1,9 +1,13 @@
 """The codebase's shape, held by tests: small files and functions, and import arrows that point one way.
 
-Limits: no file in runners/, reports/ or datasets/ over 400 lines; no function over 80 lines in the
-project's packages; no import cycle between the project's modules; reports/ never imports runners/ (the report
-stage reads MLflow, never the training code); no calendar date in any line of code or config (years alone, as in
-a citation, are not dates).
+Limits: no file in runners/, reports/ or datasets/ (subpackages included) over 400 lines; no function over 80 lines
+in the project's packages; no import cycle between the project's modules; reports/ never imports runners/ (the
+report stage reads MLflow, never the training code); no calendar date in any line of code or config (years alone,
+as in a citation, are not dates).
+
+runners/ rooms: the subpackages in ROOMS, lowest first, each with a docstring saying what lives there. A room
+imports only rooms before it (and itself), never a runners/ top-level module except those TOP_ALLOWED names; the
+top-level modules (entry points, config) may import anything. tests/runners/ mirrors the rooms.
 """
 from __future__ import annotations
 
@@ -17,6 +21,8 @@ REPO = Path(__file__).resolve().parents[1]
 PACKAGES = ("models", "datasets", "runners", "reports")
 MAX_FILE_LINES = 400
 MAX_FUNCTION_LINES = 80
+ROOMS = ("step", "train", "parallel", "tracking", "benchkit")  # runners/ subpackages, lowest first
+TOP_ALLOWED = {"benchkit": {"runners.config"}}  # top-level modules a room may import (the bench recipes' config)
 _MONTH = "January|February|March|April|May|June|July|August|September|October|November|December"
 CALENDAR_DATE = re.compile(  # 2026-12-06 or 2026-12; December 6 or Dec. 6; 6 December; December 2026; 12 6, 2013; 12/6/26
     rf"\b(19|20)\d\d-(0[1-9]|1[0-2])\b|\b({_MONTH}|(Jan|Feb|Mar|Apr|Jun|Jul|Aug|Sep|Sept|Oct|Nov|Dec)\.?) "
@@ -25,7 +31,14 @@ CALENDAR_DATE = re.compile(  # 2026-12-06 or 2026-12; December 6 or Dec. 6; 6 De
 
 
 def _modules() -> dict[str, Path]:
-    return {f"{p}.{f.stem}": f for p in PACKAGES for f in sorted((REPO / p).glob("*.py")) if f.stem != "__init__"}
+    """Every module of the project's packages and their subpackages, by dotted name (no __init__)."""
+    found = {}
+    for package in PACKAGES:
+        for f in sorted((REPO / package).rglob("*.py")):
+            parts = f.relative_to(REPO).with_suffix("").parts
+            if f.stem != "__init__" and "__pycache__" not in parts:
+                found[".".join(parts)] = f
+    return found
 
 
 def _tree(path: Path) -> ast.Module:
@@ -46,7 +59,8 @@ def _imports(path: Path) -> set[str]:
 
 @pytest.mark.parametrize("package", ["runners", "reports", "datasets"])
 def test_files_are_small(package: str) -> None:
-    big = {f.name: n for f in (REPO / package).glob("*.py") if (n := len(f.read_text().splitlines())) > MAX_FILE_LINES}
+    big = {str(f.relative_to(REPO)): n for f in (REPO / package).rglob("*.py")
+           if (n := len(f.read_text().splitlines())) > MAX_FILE_LINES}
     assert not big, f"{package}/ files over {MAX_FILE_LINES} lines: {big}"
 
 
@@ -86,11 +100,64 @@ def test_reports_never_import_runners() -> None:
     assert not any(bad.values()), f"reports/ importing runners/: { {k: v for k, v in bad.items() if v} }"
 
 
+def _room(module: str) -> str | None:
+    """The runners/ room of a dotted module name (None: a top-level module or outside runners/)."""
+    parts = module.split(".")
+    return parts[1] if parts[0] == "runners" and len(parts) > 2 else None
+
+
+@pytest.mark.parametrize("room", ROOMS)
+def test_rooms_exist_with_a_docstring(room: str) -> None:
+    init = REPO / "runners" / room / "__init__.py"
+    assert init.is_file(), f"runners/{room}/ needs an __init__.py (ROOMS in {Path(__file__).name})"
+    assert ast.get_docstring(_tree(init)), f"{init.relative_to(REPO)}: the docstring says what lives there"
+    assert any(m.startswith(f"runners.{room}.") for m in _modules()), f"runners/{room}/ holds no module"
+
+
+def test_every_runners_subpackage_is_a_room() -> None:
+    found = {d.name for d in (REPO / "runners").iterdir() if d.is_dir() and d.name != "__pycache__"}
+    assert found == set(ROOMS), f"runners/ subpackages {sorted(found)} != ROOMS {sorted(ROOMS)}"
+
+
+def test_rooms_import_only_rooms_below() -> None:
+    bad = []
+    for name, path in _modules().items():
+        if (room := _room(name)) is None:
+            continue
+        for imported in sorted(_imports(path)):
+            if not imported.startswith("runners."):
+                continue
+            other = _room(imported)
+            if other is None and imported not in TOP_ALLOWED.get(room, set()):
+                bad.append(f"{name} imports the top-level {imported}")
+            elif other is not None and ROOMS.index(other) > ROOMS.index(room):
+                bad.append(f"{name} imports {imported} (runners/{other}/ is above runners/{room}/)")
+    assert not bad, "import arrows against the room order " + " <- ".join(ROOMS) + ":\n" + "\n".join(bad)
+
+
+def test_every_package_is_installed() -> None:
+    """pyproject.toml's explicit package list names every package and subpackage (`pip install .` ships the rooms)."""
+    import tomllib
+
+    listed = set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {".".join(i.parent.relative_to(REPO).parts) for p in PACKAGES for i in (REPO / p).rglob("__init__.py")
+             if "__pycache__" not in i.parts}
+    assert found <= listed, f"pyproject.toml [tool.setuptools] packages lacks {sorted(found - listed)}"
+
+
+@pytest.mark.parametrize("room", ROOMS)
+def test_tests_mirror_the_rooms(room: str) -> None:
+    folder = REPO / "tests" / "runners" / room
+    assert (folder / "__init__.py").is_file(), f"tests/runners/{room}/__init__.py missing (tests mirror runners/)"
+    assert list(folder.glob("test_*.py")), f"tests/runners/{room}/ holds no test file"
+
+
 def test_the_checks_see_the_code() -> None:
-    """Guard against a vacuous pass: the walk finds the packages' modules and their imports."""
+    """Guard against a vacuous pass: the walk finds the packages' modules, the rooms' modules and their imports."""
     mods = _modules()
-    assert {"runners.run", "models.atrank", "datasets.split"} <= set(mods)
+    assert {"runners.run", "runners.train.trainer", "models.atrank", "datasets.split"} <= set(mods)
     assert any(m.startswith("datasets") for m in _imports(mods["runners.run"]))
+    assert "runners.step.optim" in _imports(mods["runners.train.trainer"])
 
 
 def _code_and_config() -> list[Path]:

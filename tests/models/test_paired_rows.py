@@ -14,7 +14,7 @@ from datasets.batching import BatchMaker, Rows, train_rows
 from datasets.split import make_split
 from datasets.table import build_table
 from models.registry import get_model
-from runners.trainer import seed_everything
+from runners.train.trainer import seed_everything
 from tests.models.helpers import one_thread  # noqa: F401  (a fixture, used through pytestmark)
 
 pytestmark = pytest.mark.usefixtures("one_thread")

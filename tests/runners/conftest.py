@@ -9,7 +9,7 @@ from typing import Callable
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-MODEL_RUNS = "tags.model != ''"  # MLflow filter: a multirun's model runs, without its parent (runners/sweep_runs.py)
+MODEL_RUNS = "tags.model != ''"  # MLflow filter: a multirun's model runs, without its parent (runners/tracking/sweep_runs.py)
 
 
 def alive(pid: int) -> bool:

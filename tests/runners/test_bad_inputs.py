@@ -190,7 +190,7 @@ def failed_run(store: tuple[Path, str], experiment: str) -> tuple[str, mlflow.en
 
 
 def test_a_run_that_takes_no_step_is_failed_not_finished(store, monkeypatch):
-    from runners.trainer import TrainingLoop
+    from runners.train.trainer import TrainingLoop
 
     monkeypatch.setattr(TrainingLoop, "patience_ran_out", lambda self: True)  # the patience=0 path
     message, _ = failed_run(store, "no_step")

@@ -13,9 +13,9 @@ import pandas as pd
 import pytest
 import torch
 
-from runners.checkpoint import MAGIC, CorruptCheckpoint, load_checkpoint, read_checkpoint, save_checkpoint
+from runners.train.checkpoint import MAGIC, CorruptCheckpoint, load_checkpoint, read_checkpoint, save_checkpoint
 from tests.runners.conftest import compose
-from tests.runners.test_reliability import job_and_hash, orphan_run
+from tests.runners.tracking.test_reliability import job_and_hash, orphan_run
 
 POP = ["model=pop", "dataset=sample", "dataset.options.n_users=300", "dataset.options.n_items=200",
        "trainer.max_steps=10", "trainer.eval_every=10", "trainer.num_threads=1"]
@@ -98,7 +98,7 @@ def test_a_checkpoint_whose_bytes_do_not_match_its_sha256_is_not_loaded(tmp_path
 
 
 def test_rng_states_and_numpy_state_round_trip_through_weights_only(tmp_path):
-    from runners.evaluation import EvalOutcome
+    from runners.train.evaluation import EvalOutcome
 
     path, model, opt = saved_model(tmp_path)
     outcome = EvalOutcome(np.arange(3), np.arange(3) + 1, np.arange(3) + 2, np.float32([0.1, 0.2, 0.3]),
@@ -122,9 +122,10 @@ def test_a_run_stopped_at_a_checkpoint_and_resumed_matches_an_uninterrupted_one(
     from datasets.load import load_dataset
     from datasets.split import load_split
     from models.registry import get_model
-    from runners.evaluation import TestSetGuard
-    from runners.runtime import seed_everything
-    from runners.trainer import TrainSettings, train
+    from runners.train.evaluation import TestSetGuard
+    from runners.train.runtime import seed_everything
+    from runners.step.settings import TrainSettings
+    from runners.train.trainer import train
 
     table = load_dataset("tiny", "sample", tmp_path, tmp_path / "cache",
                          {"n_users": 300, "n_items": 200, "n_categories": 10, "seed": 0})

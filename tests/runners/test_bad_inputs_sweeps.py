@@ -20,7 +20,7 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from runners.checkpoint import load_verified
+from runners.train.checkpoint import load_verified
 from tests.runners.conftest import MODEL_RUNS, isolated_env
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -33,7 +33,7 @@ NESTED = "hydra.sweep.subdir=${hydra.job.num}_${model.name}/${dataset.name}/seed
 @pytest.fixture(scope="module")
 def empty_store(tmp_path_factory) -> Path:
     """A fresh MLflow sqlite store, made once (its schema takes seconds to create): each test copies it."""
-    from runners.tracking import ensure_store
+    from runners.tracking.tracking import ensure_store
 
     db = tmp_path_factory.mktemp("store") / "mlflow.db"
     ensure_store(f"sqlite:///{db}")
@@ -96,7 +96,7 @@ def test_a_nested_sweep_with_one_failed_job_exits_1_and_its_parent_is_failed(tmp
 
 
 def test_a_job_folder_without_a_status_is_a_failed_job_and_an_empty_sweep_finds_none(tmp_path):
-    from runners.sweep_runs import job_statuses
+    from runners.tracking.sweep_runs import job_statuses
 
     (tmp_path / "0_a" / "b" / ".hydra").mkdir(parents=True)
     (tmp_path / "0_a" / "b" / ".hydra" / "hydra.yaml").write_text("hydra: {}\n")
@@ -163,7 +163,7 @@ def test_a_signalled_run_is_killed_with_a_log_line_and_a_checkpoint_at_its_step(
 
 
 def test_signals_outside_the_loop_or_twice_raise_at_once_and_the_handlers_are_restored_after_the_run():
-    from runners.interrupts import Terminated, closing_on_signals, deferred, pending_signal, stop_if_interrupted
+    from runners.train.interrupts import Terminated, closing_on_signals, deferred, pending_signal, stop_if_interrupted
 
     before = signal.getsignal(signal.SIGTERM)
     with closing_on_signals():
@@ -208,7 +208,7 @@ def test_a_dead_tracking_server_fails_fast_naming_its_uri(tmp_path):
 
 
 def test_a_silent_tracking_server_fails_after_the_probe_timeout_naming_its_uri():
-    from runners.tracking import ensure_store
+    from runners.tracking.tracking import ensure_store
 
     with socket.socket() as silent:  # listening, never answering: the connection opens, no reply comes
         silent.bind(("127.0.0.1", 0))

@@ -5,7 +5,7 @@ import torch
 
 from models.registry import get_model
 from runners.config import model_params, train_settings
-from runners.optim import prepare_optimizer
+from runners.step.optim import prepare_optimizer
 from tests.models.helpers import shape_kwargs
 from tests.runners.conftest import compose
 

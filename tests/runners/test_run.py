@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from runners.run import run, run_summary
-from runners.trainer import TrainSettings
+from runners.step.settings import TrainSettings
 from tests.runners.conftest import MODEL_RUNS, compose, run_cli
 
 QUICK = ["trainer.max_steps=150", "trainer.eval_every=50", "trainer.num_threads=1"]
