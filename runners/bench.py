@@ -48,9 +48,9 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if sys.path[0] != str(REPO_ROOT):
     sys.path.insert(0, str(REPO_ROOT))  # our `datasets` package, never Hugging Face's
 
-from runners.train.wait_policy import set_wait_policy  # noqa: E402  (standard library only)
+from runners.train.wait_policy import record_wait_policy  # noqa: E402  (standard library only)
 
-set_wait_policy()  # before torch loads, here and (inherited) in every measurement child, as runners/run.py does
+record_wait_policy()  # before torch loads, as runners/run.py does
 
 from runners.benchkit import bench_tables as tables  # noqa: E402
 from runners.benchkit.bench_paths import compare_paths, compose_recipe, measure, run_child  # noqa: E402

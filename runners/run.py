@@ -28,10 +28,10 @@ os.environ["PYTHONPATH"] = os.pathsep.join(
     [str(REPO_ROOT), *(q for q in os.environ.get("PYTHONPATH", "").split(os.pathsep) if q and q != str(REPO_ROOT))])
 
 from runners.parallel.lifeline import torchrun_rank_dies_with_parent  # noqa: E402  (standard library only)
-from runners.train.wait_policy import set_wait_policy, wait_policy_in_effect  # noqa: E402  (standard library only)
+from runners.train.wait_policy import record_wait_policy, wait_policy_in_effect  # noqa: E402  (standard library only)
 
 torchrun_rank_dies_with_parent()  # before the heavy imports below: kill -9 of torchrun then ends its ranks too
-set_wait_policy()  # before torch loads libgomp: idle OpenMP threads sleep (runners/train/wait_policy.py)
+record_wait_policy()  # before torch loads libgomp: the OMP_WAIT_POLICY its runs record (runners/train/wait_policy.py)
 
 import hydra  # noqa: E402
 import mlflow  # noqa: E402

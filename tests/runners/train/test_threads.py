@@ -60,22 +60,22 @@ def test_skip_finished_does_not_take_another_thread_counts_run_for_this_one(tmp_
     assert {d.tags["omp_wait_policy"] for d in recorded} == {wait_policy_in_effect()}  # as this process runs torch
 
 
-def test_the_wait_policy_is_passive_unless_the_environment_says_otherwise(monkeypatch):
+def test_the_recorded_wait_policy_is_the_environments_or_libgomps_default(monkeypatch):
     from runners.train import wait_policy
 
     monkeypatch.setattr(wait_policy, "_in_effect", None)
     env: dict[str, str] = {}
-    assert wait_policy.set_wait_policy(env, modules={}) == "PASSIVE" == env["OMP_WAIT_POLICY"]
+    assert wait_policy.record_wait_policy(env, modules={}) == wait_policy.LIBGOMP_DEFAULT and env == {}  # left alone
     monkeypatch.setattr(wait_policy, "_in_effect", None)
-    assert wait_policy.set_wait_policy({"OMP_WAIT_POLICY": "ACTIVE"}, modules={}) == "ACTIVE"  # the user's wins
+    assert wait_policy.record_wait_policy({"OMP_WAIT_POLICY": "PASSIVE"}, modules={}) == "PASSIVE"  # the user's
     monkeypatch.setattr(wait_policy, "_in_effect", None)
-    assert wait_policy.set_wait_policy({}, modules={"torch": torch}) == wait_policy.NOT_APPLIED  # too late: said so
+    assert wait_policy.record_wait_policy({}, modules={"torch": torch}) == wait_policy.NOT_APPLIED  # too late: said so
 
 
-def test_the_runner_sets_the_wait_policy_before_torch_loads():
+def test_the_runner_records_the_wait_policy_before_torch_loads():
     code = ("import os\nimport runners.run\nimport runners.train.wait_policy as w\n"
             "print(os.environ['OMP_WAIT_POLICY'], w.wait_policy_in_effect())")
     env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
-                          env={**env, "PYTHONPATH": str(REPO_ROOT)})
+                          env={**env, "PYTHONPATH": str(REPO_ROOT), "OMP_WAIT_POLICY": "PASSIVE"})
     assert proc.returncode == 0 and proc.stdout.split() == ["PASSIVE", "PASSIVE"], proc.stderr[-2000:]
