@@ -59,10 +59,14 @@ def distinct_shapes(batches: Iterable[np.ndarray], width: Callable[[np.ndarray],
 
 
 def step_body(model: SeqRecModel, optimizer: torch.optim.Optimizer, params: list, clip_norm: float | None,
-              precision: str, batch: Batch) -> torch.Tensor:
-    """The captured step without zero_grad (the captured backward writes fresh gradients)."""
+              precision: str, batch: Batch, poison: bool = False) -> torch.Tensor:
+    """One step without zero_grad: forward (under autocast), backward, clip, update; returns the detached loss
+    tensor (still on the device). The captured step (its backward writes fresh gradients) and, after a zero_grad,
+    the eager one (device_step.eager_step). `poison`: the loss made NaN (trainer.debug_nan_at_step)."""
     with autocast(precision, batch.user.device):
         loss = model.loss(batch)
+    if poison:
+        loss = loss * float("nan")
     loss.backward()
     if clip_norm:
         clip_grad_norm(params, clip_norm)

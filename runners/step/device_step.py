@@ -16,8 +16,9 @@ from datasets.batching import BatchMaker
 from datasets.device_batches import DeviceBatchMaker
 from datasets.table import Table
 from models.interface import SeqRecModel
-from runners.step.device import autocast, check_precision, resolve_device
-from runners.step.optim import clip_grad_norm, zero_grad
+from runners.step.cuda_graphs import step_body
+from runners.step.device import check_precision, resolve_device
+from runners.step.optim import zero_grad
 from runners.step.settings import TrainSettings
 
 
@@ -65,19 +66,10 @@ def model_device(model: torch.nn.Module) -> torch.device:
 
 def eager_step(model: SeqRecModel, optimizer: torch.optim.Optimizer, params: list, batch: Batch,
                clip_norm: float | None, precision: str = "fp32", poison: bool = False) -> torch.Tensor:
-    """optim.train_step's arithmetic without reading the loss: forward (under autocast), backward, clip, update;
-    returns the detached loss tensor (still on the device)."""
-    with autocast(precision, batch.user.device):
-        loss = model.loss(batch)
-    if poison:
-        loss = loss * float("nan")
-    zero_grad(params)
-    loss.backward()
-    if clip_norm:
-        clip_grad_norm(params, clip_norm)
-    optimizer.step()
-    model.after_step()
-    return loss.detach().float()
+    """optim.train_step's arithmetic without reading the loss: zero_grad, then the captured step's body (forward
+    under autocast, backward, clip, update); returns the detached loss tensor (still on the device)."""
+    zero_grad(params)  # before the forward rather than after it: the forward reads no gradient (same values)
+    return step_body(model, optimizer, params, clip_norm, precision, batch, poison)
 
 
 class DeviceSteps:
