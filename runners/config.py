@@ -22,7 +22,7 @@ from runners.checks import (CHOICES, COUNTS, DATA_ARGS, check_counts, check_know
                             declared_keys)
 from runners.step.device import check_precision, resolve_device
 from runners.paths import check_path_names
-from runners.parallel.torchrun import check_processes
+from runners.parallel.world import check_processes
 from runners.step.settings import TrainSettings, check_settings
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

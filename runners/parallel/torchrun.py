@@ -16,16 +16,15 @@ One host only: the shared-memory gradients and the job's folder are local, so to
 """
 from __future__ import annotations
 
-import os
 import socket
 import struct
 import sys
-from dataclasses import dataclass
 from datetime import timedelta
-from typing import Callable, Mapping
+from typing import Callable
 
 from runners.parallel.data_parallel import Helpers, end_process_group, serve_job
 from runners.parallel.lifeline import torchrun_rank_dies_with_parent
+from runners.parallel.world import TorchrunWorld, torchrun_world
 from runners.step.gradient_sync import ControlChannel
 from runners.train.runtime import tune_malloc
 
@@ -34,35 +33,6 @@ STORE_TIMEOUT = timedelta(days=7)  # helpers wait on the store while rank 0 load
 CONNECT_TIMEOUT_S = 600.0  # a rank that has not connected by then is not coming
 
 _store = None  # this process's client of the rendezvous store (rank 0 keeps one for all its runs)
-
-
-@dataclass(frozen=True)
-class TorchrunWorld:
-    rank: int
-    world: int
-
-
-def torchrun_world(environ: Mapping[str, str] = os.environ) -> TorchrunWorld | None:
-    """This process's place in a torchrun (env://) launch of more than one process; None outside one."""
-    if "RANK" not in environ or "WORLD_SIZE" not in environ:
-        return None
-    world = int(environ["WORLD_SIZE"])
-    if world <= 1:
-        return None
-    local = int(environ.get("LOCAL_WORLD_SIZE", world))
-    if local != world:
-        raise RuntimeError(f"torchrun started {world} processes on {world // max(local, 1)} nodes: a data-parallel "
-                           "run here needs one host (shared-memory gradients); use --nnodes 1")
-    return TorchrunWorld(int(environ["RANK"]), world)
-
-
-def check_processes(processes: int, environ: Mapping[str, str] = os.environ) -> None:
-    """Under torchrun, trainer.processes must name the processes torchrun started (it is part of the config and
-    its hash); refuse anything else before any work is done."""
-    world = torchrun_world(environ)
-    if world is not None and processes != world.world:
-        raise ValueError(f"torchrun started {world.world} processes (--nproc-per-node), but trainer.processes="
-                         f"{processes}: set trainer.processes={world.world}")
 
 
 def rendezvous_store():

@@ -16,7 +16,8 @@ import pytest
 from torch.distributed import TCPStore
 
 from runners.step.gradient_sync import ControlChannel
-from runners.parallel.torchrun import TorchrunWorld, check_processes, connect_mesh, torchrun_world
+from runners.parallel.torchrun import connect_mesh
+from runners.parallel.world import TorchrunWorld, check_processes, torchrun_world
 from tests.runners.conftest import REPO_ROOT, live_pids
 
 
