@@ -45,22 +45,22 @@ from datasets.split import Split, data_options, load_split, split_fingerprint  #
 from datasets.table import Table  # noqa: E402
 from models.interface import SeqRecModel  # noqa: E402
 from models.registry import get_model  # noqa: E402
+from datasets.names import under  # noqa: E402
 from runners.checks import check_outcome, check_parameters  # noqa: E402
 from runners.config import DataSettings, Job, check_config, job_settings, run_name  # noqa: E402
 from runners.parallel.data_parallel import train_processes  # noqa: E402
-from runners.train.evaluation import EvalOutcome, TestSetGuard, final_evaluation  # noqa: E402
-from runners.train.checkpoint import usable_checkpoint  # noqa: E402
-from datasets.names import under  # noqa: E402
-from runners.paths import register_path_resolver  # noqa: E402
-from runners.train.interrupts import Terminated, closing_on_signals, pending_signal  # noqa: E402
-from runners.tracking.lease import config_lease  # noqa: E402
-from runners.train.runtime import configure_runtime, peak_rss_mb, seed_everything, tune_malloc  # noqa: E402
-from runners.tracking.tracking import (code_hash, config_hash, ensure_store, environment_tags, flatten,  # noqa: E402
-                              get_or_create_experiment, tracking_uri)
-from runners.tracking.sweep_runs import parent_run_id  # noqa: E402
-from runners.step.device import device_info, resolve_device  # noqa: E402
 from runners.parallel.torchrun import helpers_class, run_rank  # noqa: E402
+from runners.paths import register_path_resolver  # noqa: E402
+from runners.step.device import device_info, resolve_device  # noqa: E402
 from runners.step.settings import TrainSettings  # noqa: E402
+from runners.tracking.lease import config_lease  # noqa: E402
+from runners.tracking.sweep_runs import parent_run_id  # noqa: E402
+from runners.tracking.tracking import (code_hash, config_hash, ensure_store, environment_tags, flatten,  # noqa: E402
+                                       get_or_create_experiment, tracking_uri)
+from runners.train.checkpoint import usable_checkpoint  # noqa: E402
+from runners.train.evaluation import EvalOutcome, TestSetGuard, final_evaluation  # noqa: E402
+from runners.train.interrupts import Terminated, closing_on_signals, pending_signal  # noqa: E402
+from runners.train.runtime import configure_runtime, peak_rss_mb, seed_everything, tune_malloc  # noqa: E402
 from runners.train.trainer import TrainResult  # noqa: E402
 
 log = logging.getLogger("seqrec")
@@ -234,10 +234,11 @@ def outcomes_table(table: Table, outcome: EvalOutcome) -> str:
 def run_summary(job: Job, settings: TrainSettings, n_params: int) -> str:
     """What a run does, in one readable line: model, data, protocol, budget, device (MLflow keeps every setting)."""
     s = settings
-    budget = f"up to {s.epochs} epoch{'s' if s.epochs != 1 else ''}" + (f" or {s.max_steps:,} steps" if s.max_steps is not None else "")
+    budget = f"up to {s.epochs} epoch{'s' if s.epochs != 1 else ''}"
+    budget += f" or {s.max_steps:,} steps" if s.max_steps is not None else ""
     every = "each epoch" if s.eval_every == 0 else f"every {s.eval_every:,} steps"
     workers = f", {job.processes} processes" if job.processes > 1 else ""
-    threads = f", {job.threads} thread{'s' if job.threads != 1 else ''}" if job.threads is not None else ""
+    threads = f", {job.threads} thread{'s' if job.threads != 1 else ''}"  # always resolved (config.worker_threads)
     return (f"{job.run_name}: {job.model} ({n_params:,} params) on {job.data.dataset}, protocol "
             f"{job.tags['protocol']}: {job.label}; {budget} of {s.optimizer} lr {s.lr:g}, batch "
             f"{s.batch_size}, evaluated {every}; device {s.device} {s.precision}{workers}{threads}")
