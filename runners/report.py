@@ -5,6 +5,7 @@ Examples:
   python runners/report.py --experiment sample/paper --metric test_roc_auc --name sample_roc
   python runners/report.py --tracking-uri sqlite:////abs/path/mlflow.db --filter "params.trainer.max_steps = '2000'"
   python runners/report.py --dataset clothing_seq --protocol paper --protocol loo_val --protocol optimism
+  python runners/report.py --benchmark s3rec --name s3rec_benchmarks   # beside the published S3Rec tables
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if sys.path[0] != str(REPO_ROOT):  # our `datasets` package, never Hugging Face's
     sys.path.insert(0, str(REPO_ROOT))
 
+from reports.benchmarks import write_benchmark_report  # noqa: E402
 from reports.table3 import PAPER_METRIC, RunFilter, write_report  # noqa: E402
 from runners.tracking.tracking import tracking_uri  # noqa: E402
 
@@ -43,6 +45,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"output directory (default {DEFAULT_OUT})")
     ap.add_argument("--title", default=None)
     ap.add_argument("--note", default="", help="a paragraph printed under the title (e.g. why the budget is short)")
+    ap.add_argument("--benchmark", default=None, choices=["s3rec"],
+                    help="a standard-benchmark report instead of Table 3: the protocol's runs beside the\n"
+                         "published table (reports/published/<name>.csv)")
     ap.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples (default 2000)")
     ap.add_argument("--no-figures", action="store_true")
     ap.add_argument("--optimism-headline", action="store_true",
@@ -70,9 +75,15 @@ def main(argv: list[str] | None = None) -> Path:
     flt = RunFilter(experiments=tuple(a.experiment), datasets=tuple(a.dataset), protocols=tuple(a.protocol),
                     models=tuple(a.model), recipes=tuple(a.recipe), sweep_dir=a.sweep_dir, filter_string=a.filter)
     argv_used = sys.argv[1:] if argv is None else argv
+    command = " ".join(["python runners/report.py", *map(shell_quote, argv_used)])
+    if a.benchmark:
+        path = write_benchmark_report(tracking_uri(a.tracking_uri), a.benchmark, a.out,
+                                      a.name or f"{a.benchmark}_benchmarks", command, flt)
+        print(f"report: {path}")
+        return path
     report = write_report(tracking_uri(a.tracking_uri), flt, out_dir=a.out, name=a.name or default_name(a),
                           metric=a.metric, n_boot=a.n_boot, with_figures=not a.no_figures, title=a.title, note=a.note,
-                          command=" ".join(["python runners/report.py", *map(shell_quote, argv_used)]),
+                          command=command,
                           optimism_headline=a.optimism_headline)
     print(f"report: {report.path}")
     for p in report.figures:
