@@ -1,6 +1,7 @@
-"""The whole training step (forward, backward, clip, optimiser, after_step) captured once per batch shape as a CUDA
-graph and replayed: at batch 32 an ATRank step is ~1,500 small kernels, bound by launch latency when launched one
-by one. PREPARED, NOT YET RUN ON A GPU (docs/performance.md): trainer.cuda_graphs=true turns it on, on CUDA only.
+"""The whole training step (runners/step/optim.train_step: forward, backward, clip, optimiser, after_step) captured
+once per batch shape as a CUDA graph and replayed: at batch 32 an ATRank step is ~1,500 small kernels, bound by
+launch latency when launched one by one. PREPARED, NOT YET RUN ON A GPU (docs/performance.md):
+trainer.cuda_graphs=true turns it on, on CUDA only.
 
 Shapes are (rows, width) of the batch; trainer.static_widths keeps the widths to a small fixed set, so an epoch
 captures ~12 graphs (the epoch's short last batch gets one more). `prepare(batches)` captures every shape of an
@@ -29,8 +30,7 @@ import torch
 
 from datasets.batch import Batch
 from models.interface import SeqRecModel
-from runners.step.device import autocast
-from runners.step.optim import clip_grad_norm
+from runners.step.optim import train_step
 
 log = logging.getLogger(__name__)
 TENSOR_FIELDS = ("user", "hist", "hist_time", "hist_rating", "mask", "lengths", "target", "label", "neg")
@@ -56,23 +56,6 @@ def distinct_shapes(batches: Iterable[np.ndarray], width: Callable[[np.ndarray],
     for idx in batches:
         seen.setdefault((len(idx), int(width(idx))), idx)
     return list(seen.values())
-
-
-def step_body(model: SeqRecModel, optimizer: torch.optim.Optimizer, params: list, clip_norm: float | None,
-              precision: str, batch: Batch, poison: bool = False) -> torch.Tensor:
-    """One step without zero_grad: forward (under autocast), backward, clip, update; returns the detached loss
-    tensor (still on the device). The captured step (its backward writes fresh gradients) and, after a zero_grad,
-    the eager one (device_step.eager_step). `poison`: the loss made NaN (trainer.debug_nan_at_step)."""
-    with autocast(precision, batch.user.device):
-        loss = model.loss(batch)
-    if poison:
-        loss = loss * float("nan")
-    loss.backward()
-    if clip_norm:
-        clip_grad_norm(params, clip_norm)
-    optimizer.step()
-    model.after_step()
-    return loss.detach().float()
 
 
 class CudaGraphSteps:
@@ -128,7 +111,10 @@ class CudaGraphSteps:
         return loss.clone()
 
     def body(self, batch: Batch) -> torch.Tensor:
-        return step_body(self.model, self.optimizer, self.params, self.clip_norm, self.precision, batch)
+        """optim.train_step as captured: its zero_grad sets every .grad to None (the captured backward writes fresh
+        gradients, no accumulation), and it reads nothing back to the host."""
+        return train_step(self.model, self.optimizer, self.params, batch, self.clip_norm,
+                          precision=self.precision, read_loss=False)
 
     def capture(self, batch: Batch, key: tuple) -> tuple | None:
         static = Batch(**{name: None if getattr(batch, name) is None else getattr(batch, name).clone()
@@ -154,12 +140,11 @@ class CudaGraphSteps:
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
             for _ in range(WARMUP_STEPS):
-                self.optimizer.zero_grad(set_to_none=True)
                 self.body(static)
         torch.cuda.current_stream().wait_stream(side)
         self.restore(saved)
         graph = torch.cuda.CUDAGraph()
-        self.optimizer.zero_grad(set_to_none=True)
+        self.optimizer.zero_grad(set_to_none=True)  # the warm-up's gradients freed before capture, not inside it
         with torch.cuda.graph(graph):
             loss = self.body(static)
         return graph, loss

@@ -1,9 +1,10 @@
 """The device-resident training path (trainer.device_batches): batches built on the device from resident rows
-(datasets/device_batches.py), a step that never reads the loss back (the training loop sums loss tensors and reads
-them at its logging points), bf16 autocast on CUDA (trainer.precision) and, on CUDA only and when
-trainer.cuda_graphs allows it, the whole step replayed as a CUDA graph per batch shape (runners/step/cuda_graphs.py).
+(datasets/device_batches.py), the one step (runners/step/optim.train_step) with read_loss=False, so that it never
+reads the loss back (the training loop sums loss tensors and reads them at its logging points), bf16 autocast on
+CUDA (trainer.precision) and, on CUDA only and when trainer.cuda_graphs allows it, that step replayed as a CUDA
+graph per batch shape (runners/step/cuda_graphs.py).
 
-On the CPU the default stays the numpy BatchMaker and optim.train_step (bit-identical to before); the device path
+On the CPU the default stays the numpy BatchMaker and the same train_step, reading its loss; the device path
 runs there too when trainer.device_batches=true, which is how the tests exercise it without a GPU.
 """
 from __future__ import annotations
@@ -16,9 +17,8 @@ from datasets.batching import BatchMaker
 from datasets.device_batches import DeviceBatchMaker
 from datasets.table import Table
 from models.interface import SeqRecModel
-from runners.step.cuda_graphs import step_body
 from runners.step.device import check_precision, resolve_device
-from runners.step.optim import zero_grad
+from runners.step.optim import train_step
 from runners.step.settings import TrainSettings
 
 
@@ -64,16 +64,9 @@ def model_device(model: torch.nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
-def eager_step(model: SeqRecModel, optimizer: torch.optim.Optimizer, params: list, batch: Batch,
-               clip_norm: float | None, precision: str = "fp32", poison: bool = False) -> torch.Tensor:
-    """optim.train_step's arithmetic without reading the loss: zero_grad, then the captured step's body (forward
-    under autocast, backward, clip, update); returns the detached loss tensor (still on the device)."""
-    zero_grad(params)  # before the forward rather than after it: the forward reads no gradient (same values)
-    return step_body(model, optimizer, params, clip_norm, precision, batch, poison)
-
-
 class DeviceSteps:
-    """StepRunner's device path: resident rows, batches from index arrays, eager steps or CUDA graph replays."""
+    """StepRunner's device path: resident rows, batches from index arrays, eager train_step calls or CUDA graph
+    replays of it."""
 
     def __init__(self, model: SeqRecModel, optimizer: torch.optim.Optimizer, params: list, rows,
                  maker: DeviceBatchMaker, s: TrainSettings):
@@ -108,4 +101,5 @@ class DeviceSteps:
             loss = self.graphs.step(batch)
             if loss is not None:
                 return loss
-        return eager_step(self.model, self.optimizer, self.params, batch, self.clip_norm, self.precision, poison)
+        return train_step(self.model, self.optimizer, self.params, batch, self.clip_norm, poison,
+                          precision=self.precision, read_loss=False)

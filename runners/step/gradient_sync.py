@@ -261,7 +261,8 @@ class GradientSync:
         self.same_host = isinstance(gradients, SharedMemoryGradients)
 
     def reduce(self, loss: float) -> float:
-        """Sum every worker's gradients into each parameter's .grad; returns the global batch's loss."""
+        """Sum every worker's gradients into each parameter's .grad; returns the global batch's loss. The hook
+        optim.train_step is handed (`reduce`): it runs after backward, before the clip."""
         self.gradients.write(loss)
         self.channel.barrier()  # every region written
         total = self.gradients.read()

@@ -1,17 +1,19 @@
-"""Optimisation: the optimiser of a recipe, sparse embedding gradients, clipping, the learning rate, and one
-training step (loss, backward, gradient sum across data-parallel workers, clip, update)."""
+"""Optimisation: the optimiser of a recipe, sparse embedding gradients, clipping, the learning rate, and the one
+training step every path runs (train_step: the CPU loop, the device path and its CUDA-graph capture, and the
+data-parallel workers, which hand it their gradient sum as a hook)."""
 from __future__ import annotations
 
 import contextlib
 import math
 import warnings
+from collections.abc import Callable
 
 import torch
 from torch.profiler import record_function
 
 from datasets.batch import Batch
 from models.interface import SeqRecModel
-from runners.step.gradient_sync import GradientSync
+from runners.step.device import autocast
 
 OPTIMIZERS = ("sgd", "adam", "adagrad")
 SPARSE_OPTIMIZERS = ("sgd", "adagrad")  # their sparse update equals the dense one (Adam's would not: SparseAdam)
@@ -138,33 +140,41 @@ def clip_grad_norm(params: list[torch.nn.Parameter], max_norm: float) -> torch.T
 
 def train_step(model: SeqRecModel, optimizer: torch.optim.Optimizer, params: list, batch: Batch | None,
                clip_norm: float | None, poison: bool = False, label_phases: bool = False,
-               sync: GradientSync | None = None) -> float:
-    """One optimiser step on `batch`: loss, backward, clip, step, after_step; returns the loss. `poison` (testing
-    aid) makes the loss NaN. `label_phases`: mark forward, backward and optimiser for torch.profiler
-    (runners/bench.py --profile; off otherwise: ~13 us per label).
-    `sync` (data-parallel workers): `batch` is this worker's share of the global batch (None: an empty share) and
-    the gradients and the loss are summed over the workers before clipping; the returned loss is the global one."""
+               reduce: Callable[[float], float] | None = None, precision: str = "fp32",
+               read_loss: bool = True) -> float | torch.Tensor:
+    """The one training step of every path: zero_grad, forward (under autocast), loss, backward, the gradient sum
+    (`reduce`), clip, optimiser step, after_step. `poison` (trainer.debug_nan_at_step) makes the loss NaN;
+    `label_phases` marks forward, backward and optimiser for torch.profiler (runners/bench.py --profile; off
+    otherwise: ~13 us per label).
+    read_loss=True: returns the loss as a float and raises FloatingPointError when it is not finite. read_loss=False
+    (the device path and its CUDA-graph capture, runners/step/cuda_graphs.py): never reads a value to the host and
+    returns the detached loss tensor, still on the device (the training loop reads it at its logging points).
+    `reduce` (data-parallel workers, GradientSync.reduce): `batch` is this worker's share of the global batch (None:
+    an empty share); the hook sums the gradients and the loss over the workers before clipping and returns the
+    global loss, which is the one checked and returned."""
+    if reduce is not None and not read_loss:
+        raise ValueError("a data-parallel step (reduce) reads the loss: it needs read_loss=True")
     phase = record_function if label_phases else contextlib.nullcontext  # nullcontext(name): a no-op
+    zero_grad(params)  # before the forward: the forward reads no gradient, and a captured step sets them fresh
+    loss = None
     with phase("step/forward"):
-        loss = model.loss(batch) if batch is not None else None
+        if batch is not None:
+            with autocast(precision, batch.user.device):
+                loss = model.loss(batch)
     if poison and loss is not None:
         loss = loss * float("nan")
-    zero_grad(params)
-    if sync is None:
-        value = loss.item()
-        if not math.isfinite(value):
-            raise FloatingPointError(f"{model.name}: loss is {value}")
+    value = loss.item() if read_loss and loss is not None else 0.0
     with phase("step/backward"):
         if loss is not None:
             loss.backward()
-    if sync is not None:
+    if reduce is not None:
         with phase("step/allreduce"):
-            value = sync.reduce(loss.item() if loss is not None else 0.0)
-        if not math.isfinite(value):  # every worker sees the same global loss, so all stop here together
-            raise FloatingPointError(f"{model.name}: loss is {value}")
+            value = reduce(value)  # every worker sees the same global loss, so all stop below together
+    if read_loss and not math.isfinite(value):
+        raise FloatingPointError(f"{model.name}: loss is {value}")
     with phase("step/optimizer"):
         if clip_norm:
             clip_grad_norm(params, clip_norm)
         optimizer.step()
         model.after_step()
-    return value
+    return value if read_loss else loss.detach().float()

@@ -102,8 +102,10 @@ def worker_batch(maker: BatchMaker, rows: Rows, idx: np.ndarray, rows_per_index:
 
 class StepRunner:
     """One worker's optimisation steps on global batches of indices into its training rows: the batch (or this
-    worker's share of it), then optim.train_step. train() steps through it, and so do runners/bench.py's timed
-    passes and the data-parallel helpers' fixed programs, so all three run the same code path."""
+    worker's share of it, with the gradient sum handed to the step as its `reduce` hook), then optim.train_step,
+    the one step (the device path calls it too, or replays its CUDA graph). train() steps through it, and so do
+    runners/bench.py's timed passes and the data-parallel helpers' fixed programs, so all three run the same code
+    path."""
 
     def __init__(self, model: SeqRecModel, rows: Rows, rows_per_index: int, maker: BatchMaker, s: TrainSettings):
         self.model, self.rows, self.rows_per_index, self.maker = model, rows, rows_per_index, maker
@@ -134,7 +136,8 @@ class StepRunner:
             self.replicate_width = replicate_limit(self.replicate_setting, self.model, sync.same_host)
         batch, step_sync = worker_batch(self.maker, self.rows, idx, self.rows_per_index, sync,
                                         self.replicate_width or 0)
-        return train_step(self.model, self.optimizer, self.params, batch, self.clip_norm, poison, sync=step_sync)
+        reduce = step_sync.reduce if step_sync is not None else None  # the gradient sum, handed to the step
+        return train_step(self.model, self.optimizer, self.params, batch, self.clip_norm, poison, reduce=reduce)
 
 
 def train(model: SeqRecModel, table: Table, split: Split, s: TrainSettings, test_guard: TestSetGuard | None,

@@ -7,9 +7,10 @@ its recipe's optimiser and clip) under a TorchDispatchMode that fails on what ca
 - reads of a value to the host (`.item()`, `if t:`, float(t): aten._local_scalar_dense, aten.is_nonzero);
 - data-dependent output shapes (nonzero, masked_select, unique, boolean-mask indexing, repeat_interleave without
   output_size).
-The guarded step is the captured one (cuda_graphs.step_body) after one unguarded warm-up step, as capture runs it
-(the optimiser's state exists by then). Adam's update itself is guarded only through torch's own capturable mode,
-which runs on CUDA alone: on the CPU its step runs unguarded and the test checks that CudaGraphSteps turns it on.
+The guarded step is the captured one (optim.train_step with read_loss=False) after one unguarded warm-up step, as
+capture runs it (the optimiser's state exists by then). Adam's update itself is guarded only through torch's own
+capturable mode, which runs on CUDA alone: on the CPU its step runs unguarded and the test checks that
+CudaGraphSteps turns it on.
 """
 from __future__ import annotations
 
@@ -26,7 +27,8 @@ from datasets.split import make_split
 from datasets.table import build_table
 from models import interface
 from models.registry import available_models, get_model
-from runners.step.cuda_graphs import CudaGraphSteps, capture_blocker, step_body
+from runners.step.cuda_graphs import CudaGraphSteps, capture_blocker
+from runners.step.optim import train_step
 from runners.train.runtime import seed_everything
 from runners.step.settings import TrainSettings
 from runners.train.trainer import StepRunner
@@ -113,7 +115,7 @@ def gpu_path_runner(name: str, table, split, *overrides: str) -> StepRunner:
 
 
 def guarded_step(runner: StepRunner) -> list[str]:
-    """One warm-up step, then the captured step body under the guard; what the guard found."""
+    """One warm-up step, then the captured step under the guard; what the guard found."""
     rng = np.random.default_rng(0)
     idx = rng.choice(len(runner.rows), min(16, len(runner.rows)), replace=False)
     runner.step(idx)  # warm-up: optimiser state made, as capture's warm-up makes it
@@ -123,7 +125,7 @@ def guarded_step(runner: StepRunner) -> list[str]:
         runner.optimizer, guard)
     runner.optimizer.zero_grad(set_to_none=True)
     with guard:
-        loss = step_body(runner.model, optimizer, runner.params, runner.clip_norm, "fp32", batch)
+        loss = train_step(runner.model, optimizer, runner.params, batch, runner.clip_norm, read_loss=False)
     assert torch.isfinite(loss)
     return guard.found
 

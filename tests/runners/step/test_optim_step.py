@@ -3,7 +3,9 @@
 PlainSGD replaces torch.optim.SGD's generic step by one multi-tensor update when there is no momentum, weight decay
 or maximize; clip_grad_norm computes torch's global norm with the same calls. On the same model, batches and
 sparse/dense gradient mix, every weight after 30 clipped steps must be equal (torch.equal, not a tolerance), and a
-recipe with momentum must still take torch's own path.
+recipe with momentum must still take torch's own path. train_step is the one step of every path: without reading
+its loss (the device path and its CUDA-graph capture) it trains exactly as with, and a data-parallel worker's
+gradient sum, handed to it as a hook, runs after backward and before the clip.
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ from datasets.table import build_table
 from models.registry import get_model
 from runners.step.optim import PlainSGD, clip_grad_norm, prepare_optimizer, train_step
 from runners.train.runtime import seed_everything
-from tests.models.helpers import one_thread  # noqa: F401  (a fixture, used through pytestmark)
+from tests.models.helpers import build_from_yaml, one_thread, random_batch  # noqa: F401  (one_thread: a fixture)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -77,3 +79,59 @@ def test_momentum_takes_torchs_step():
 
 def test_clip_of_no_gradients_is_zero():
     assert clip_grad_norm([torch.nn.Parameter(torch.ones(2))], 1.0).item() == 0.0
+
+
+def twin_atrank() -> tuple:
+    """Two identical ATRanks (SGD, dense gradients), each with its optimiser and clipped parameter list."""
+    model = build_from_yaml("atrank")
+    twin = copy.deepcopy(model)
+    return tuple((m, *prepare_optimizer(m, "sgd", 1.0, 0.0, False)) for m in (model, twin))
+
+
+def test_the_device_paths_step_is_the_cpu_step_without_the_read():
+    """read_loss=False (the device path, the captured step) returns the loss as a tensor, never raises, and
+    trains exactly as the step that reads its loss."""
+    (model, opt, params), (twin, twin_opt, twin_params) = twin_atrank()
+    for seed in range(3):
+        batch = random_batch(seed=seed)
+        value = train_step(model, opt, params, batch, clip_norm=0.5)
+        loss = train_step(twin, twin_opt, twin_params, batch, clip_norm=0.5, read_loss=False)
+        assert isinstance(value, float) and isinstance(loss, torch.Tensor) and not loss.requires_grad
+        assert loss.item() == value
+    for (name, a), b in zip(model.state_dict().items(), twin.state_dict().values()):
+        assert torch.equal(a, b), name
+    poisoned = train_step(twin, twin_opt, twin_params, random_batch(), 0.5, poison=True, read_loss=False)
+    assert torch.isnan(poisoned)  # read at the loop's next logging point
+    with pytest.raises(FloatingPointError, match="atrank: loss is nan"):
+        train_step(model, opt, params, random_batch(), 0.5, poison=True)
+
+
+def test_reduce_hook_sums_after_backward_and_before_clip_and_its_loss_is_the_steps():
+    """A data-parallel worker hands the step its gradient sum: called with the local loss once the gradients
+    exist and the weights are untouched; the step clips the summed gradients and returns (and checks) its loss."""
+    (model, opt, params), _ = twin_atrank()
+    before = [p.detach().clone() for p in params]
+    seen = []
+
+    def reduce(loss: float) -> float:
+        seen.append((loss, all(p.grad is not None for p in params),
+                     all(torch.equal(a, p) for a, p in zip(before, params))))
+        for p in params:
+            p.grad = torch.full_like(p, 100.0)  # another worker's large gradients summed in
+        return loss + 1.0
+
+    value = train_step(model, opt, params, random_batch(), clip_norm=0.5, reduce=reduce)
+    (local, had_grads, untouched), = seen
+    assert value == local + 1.0 and had_grads and untouched
+    moved = torch.linalg.vector_norm(torch.cat([(a - p.detach()).reshape(-1) for a, p in zip(before, params)]))
+    assert moved.item() == pytest.approx(0.5, rel=1e-4)  # lr 1 times the clipped norm of the summed gradients
+
+    seen.clear()
+    train_step(model, opt, params, None, clip_norm=0.5, reduce=reduce)  # an empty share: nothing to forward
+    assert seen[0][:2] == (0.0, False)
+    after = [p.detach().clone() for p in params]
+    with pytest.raises(FloatingPointError, match="loss is nan"):
+        train_step(model, opt, params, random_batch(), 0.5, reduce=lambda loss: float("nan"))
+    assert all(torch.equal(a, p) for a, p in zip(after, params))  # every worker stops before its update
+    with pytest.raises(ValueError, match="read_loss=True"):
+        train_step(model, opt, params, random_batch(), 0.5, reduce=reduce, read_loss=False)
