@@ -117,6 +117,7 @@ def test_fits_next_items():
 def test_either_convolution_alone_works(n_v, n_h):
     model = make_model(n_v=n_v, n_h=n_h)
     batch = random_batch()
-    assert torch.isfinite(model.train().loss(batch)) and model.eval().score(batch, random_candidates(batch)).shape == (4, 5)
+    assert torch.isfinite(model.train().loss(batch))
+    assert model.eval().score(batch, random_candidates(batch)).shape == (4, 5)
     with pytest.raises(ValueError, match="n_v and n_h must be >= 0 and not both 0"):
         make_model(n_v=0, n_h=0)
