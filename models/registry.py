@@ -6,7 +6,8 @@ import importlib
 MODELS: dict[str, type] = {}
 
 # The model files, imported on first lookup so that `register` has run for each of them.
-MODEL_MODULES = ("pop", "bpr", "bilstm", "bilstm_att", "cnn", "din", "attrec", "atrank", "gru4rec", "sasrec")
+MODEL_MODULES = ("pop", "bpr", "bilstm", "bilstm_att", "cnn", "din", "attrec", "atrank", "gru4rec", "sasrec",
+                 "bert4rec", "caser")
 
 
 def register(name: str):

@@ -13,10 +13,10 @@ if TYPE_CHECKING:   # only for the hints: the labels need no pandas
     import pandas as pd
 
 PAPER_MODELS = ("bpr", "bilstm", "bilstm_att", "cnn", "atrank")    # Table 3's rows, in its order
-OTHER_MODELS = ("din", "attrec", "gru4rec", "sasrec", "pop")
+OTHER_MODELS = ("din", "attrec", "gru4rec", "sasrec", "pop", "caser", "bert4rec")  # newer models last (colours kept)
 MODEL_LABELS = {"bpr": "BPR", "bilstm": "Bi-LSTM", "bilstm_att": "Bi-LSTM + Attention", "cnn": "CNN + Max Pooling",
                 "atrank": "ATRank", "din": "DIN", "attrec": "AttRec", "gru4rec": "GRU4Rec", "sasrec": "SASRec",
-                "pop": "POP"}
+                "pop": "POP", "caser": "Caser", "bert4rec": "BERT4Rec"}
 PAPER_METRIC = "test_auc"    # Table 3 reports the per-user AUC, mean of 1[score_pos > score_neg]
 PAPER_TABLE3 = {             # ATRank (Zhou et al., AAAI 2018), Table 3: the numbers to regenerate
     "Electro.": {"bpr": 0.7982, "bilstm": 0.8757, "bilstm_att": 0.8769, "cnn": 0.8804, "atrank": 0.8921},

@@ -43,10 +43,13 @@ CHOICES: dict[str, tuple[str, ...]] = {"protocol.select_on": ("test", "valid")}
 # Model constructor arguments that size a layer: each must be an integer >= 1 (0 builds an empty layer: a model
 # with nothing to learn, or one that learns without its history). Lists size one layer per entry.
 SIZE_PARAMS = frozenset({"dim", "item_dim", "cat_dim", "hidden", "n_heads", "n_blocks", "n_layers", "n_filters",
-                         "max_width", "time_slots", "L", "T", "ref_len", "max_len", "pooled_dense"})
+                         "max_width", "time_slots", "L", "T", "ref_len", "max_len", "pooled_dense",
+                         "max_predictions", "n_neg"})
 SIZE_LISTS = frozenset({"att_hidden", "mlp_hidden"})
 NONEMPTY_LISTS = frozenset({"att_hidden"})  # DIN's activation unit needs a hidden layer; its top MLP may have none
 ROUNDS_PARAMS = frozenset({"neg_rounds"})  # redraws of a negative that is a positive: 0 = none
+# Filter counts of a layer the model can do without (Caser's ablations): integers >= 0, 0 = that layer off.
+OPTIONAL_LAYERS = {"n_v": "0 = no vertical convolution", "n_h": "0 = no horizontal convolutions"}
 # The model's data arguments (from the table), never config keys.
 DATA_ARGS = frozenset({"self", "n_users", "n_items", "n_categories", "item_category", "behaviours"})
 
@@ -83,12 +86,14 @@ def check_model_sizes(params: Mapping[str, Any], where: str = "model.params") ->
                                           "null = none" if key == "pooled_dense" else "a layer size"))
         elif key in ROUNDS_PARAMS:
             problems.append(count_problem(name, value, 0, False, "0 = no redraw"))
+        elif key in OPTIONAL_LAYERS:
+            problems.append(count_problem(name, value, 0, False, OPTIONAL_LAYERS[key]))
         elif key in SIZE_LISTS:
             sizes = list(value) if isinstance(value, (list, tuple)) else None
             if sizes is None or not all(is_int(v) and v >= 1 for v in sizes) or key in NONEMPTY_LISTS and not sizes:
                 least = "one or more" if key in NONEMPTY_LISTS else "a list of"
                 problems.append(f"{name} must be {least} layer sizes, each an integer >= 1, got {value!r}")
-        elif key == "dropout" and not (isinstance(value, (int, float)) and 0 <= value < 1):
+        elif key in ("dropout", "attn_dropout") and not (isinstance(value, (int, float)) and 0 <= value < 1):
             problems.append(f"{name} must be a rate in [0, 1), got {value!r}")
     problems = [p for p in problems if p]
     if problems:

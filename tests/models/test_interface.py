@@ -16,6 +16,7 @@ from tests.models.helpers import one_thread  # noqa: F401
 pytestmark = pytest.mark.usefixtures("one_thread")
 # name -> (class in models/<name>.py, train_format)
 REGISTRY = {"atrank": ("ATRank", "pointwise"), "attrec": ("AttRec", "sequence"), "bilstm": ("BiLSTM", "pointwise"),
+            "bert4rec": ("BERT4Rec", "sequence"), "caser": ("Caser", "sequence"),
             "bilstm_att": ("BiLSTMAttention", "pointwise"), "bpr": ("BPR", "pairwise"), "cnn": ("CNN", "pointwise"),
             "din": ("DIN", "pointwise"), "gru4rec": ("GRU4Rec", "pointwise"), "pop": ("Pop", "pairwise"),
             "sasrec": ("SASRec", "sequence")}
@@ -100,8 +101,8 @@ def test_wider_padding_gives_the_same_loss_and_gradients(name, over):
     """Static-width batches (rounded up to a fixed set of widths) must train exactly as the narrow ones: the
     loss and every parameter's gradient are unchanged by extra padded slots (torch's RNG reset for dropout; the
     sequence models' in-model negatives, drawn per slot, fixed by slot index)."""
-    if name == "sasrec":  # dropout draws one mask per padded slot too; its function, not its draws, is tested
-        over = {**over, "dropout": 0.0}
+    if name in ("sasrec", "bert4rec"):  # dropout draws one mask per padded slot too; its function is tested
+        over = {**over, "dropout": 0.0, **({"attn_dropout": 0.0} if name == "bert4rec" else {})}
     model, batch = build_from_yaml(name, **over).train(), random_batch()
     if hasattr(model, "sample_negatives"):  # sequence models draw one negative per padded slot: fix the draws
         fixed = width_invariant_negatives

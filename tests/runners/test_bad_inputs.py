@@ -13,7 +13,8 @@ import pytest
 from hydra.errors import ConfigCompositionException
 
 from models.registry import available_models, get_model
-from runners.checks import (DATA_ARGS, ROUNDS_PARAMS, SIZE_LISTS, SIZE_PARAMS, check_outcome, check_parameters)
+from runners.checks import (DATA_ARGS, OPTIONAL_LAYERS, ROUNDS_PARAMS, SIZE_LISTS, SIZE_PARAMS, check_outcome,
+                            check_parameters)
 from runners.config import check_config
 from tests.runners.conftest import REPO_ROOT, compose
 
@@ -42,6 +43,11 @@ BAD = [  # (overrides, what the message says: the key and what was expected)
     (["model=attrec", "model.params.dim=0"], "model.params.dim must be an integer >= 1"),
     (["model=attrec", "model.params.L=0"], "model.params.L must be an integer >= 1"),
     (["model=attrec", "model.params.T=-3"], "model.params.T must be an integer >= 1"),
+    (["model=bert4rec", "model.params.max_predictions=0"], "model.params.max_predictions must be an integer >= 1"),
+    (["model=bert4rec", "model.params.attn_dropout=1.0"], "model.params.attn_dropout must be a rate in [0, 1)"),
+    (["model=caser", "model.params.n_neg=0"], "model.params.n_neg must be an integer >= 1"),
+    (["model=caser", "model.params.n_v=-1"],
+     "model.params.n_v must be an integer >= 0 (0 = no vertical convolution), got -1"),
     (["trainer.patience=0"], "trainer.patience must be an integer >= 1 or null (null = never stop early), got 0"),
     (["trainer.patience=-3"], "trainer.patience must be an integer >= 1 or null"),
     (["model.max_len=-1"], "model.max_len must be an integer >= 1 or null (null = the whole history), got -1"),
@@ -133,7 +139,7 @@ def test_every_integer_argument_of_every_model_is_a_checked_size():
     unchecked = {}
     for name in available_models():
         for arg, p in inspect.signature(get_model(name)).parameters.items():
-            checked = arg in DATA_ARGS | SIZE_PARAMS | SIZE_LISTS | ROUNDS_PARAMS
+            checked = arg in DATA_ARGS | SIZE_PARAMS | SIZE_LISTS | ROUNDS_PARAMS | set(OPTIONAL_LAYERS)
             if "int" in str(p.annotation) and not checked:
                 unchecked.setdefault(name, []).append(arg)
     assert not unchecked

@@ -15,13 +15,13 @@ from tests.runners.conftest import MODEL_RUNS, compose, run_cli
 QUICK = ["trainer.max_steps=150", "trainer.eval_every=50", "trainer.num_threads=1"]
 
 
-ALL_MODELS = "bpr,bilstm,bilstm_att,cnn,din,attrec,atrank,gru4rec,sasrec,pop"
+ALL_MODELS = "bpr,bilstm,bilstm_att,cnn,din,attrec,atrank,gru4rec,sasrec,bert4rec,caser,pop"
 
 
 def test_sweep_of_every_model_logs_finished_runs_with_params_curves_and_provenance(isolated, tmp_path):
     res = run_cli(["-m", f"model={ALL_MODELS}", "dataset=sample", *QUICK], isolated, tmp_path, timeout=900)
     assert res.returncode == 0, res.stderr[-3000:]
-    assert "10 finished, 0 skipped (already finished), 0 failed" in res.stdout
+    assert "12 finished, 0 skipped (already finished), 0 failed" in res.stdout
     mlflow.set_tracking_uri(isolated["MLFLOW_TRACKING_URI"])
     runs = mlflow.search_runs(experiment_names=["sample/paper"], filter_string=MODEL_RUNS)
     assert sorted(runs["tags.model"]) == sorted(ALL_MODELS.split(","))
