@@ -64,8 +64,8 @@ def test_selection_and_patience_follow_the_select_metric_and_the_job_logs_it(sto
 
     monkeypatch.setattr(trainer, "selection_score", scripted)
     uri, where = store
-    overrides = ["model=bpr", *QUICK, "trainer.max_steps=60", "trainer.patience=2", "protocol.select_metric=sampled_mrr",
-                 *where]
+    overrides = ["model=bpr", *QUICK, "trainer.max_steps=60", "trainer.patience=2",
+                 "protocol.select_metric=sampled_mrr", *where]
     result = run(compose(overrides))
     assert (result["best_step"], result["steps"]) == (20, 40)
     assert result["best_valid_sampled_mrr"] == result["selection_score"] == 0.30
