@@ -17,6 +17,8 @@ from typing import Any, Iterable, Mapping
 
 import torch
 
+from runners.train.selection import SELECT_METRICS
+
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
 # Counts: key -> (least value, null allowed, what null / the least value means). eval_every, batch_size, epochs,
@@ -38,7 +40,8 @@ COUNTS: dict[str, tuple[int, bool, str]] = {
     "protocol.eval_negatives": (0, False, "0 = none"),
     "protocol.full_ranking_users": (-1, False, "-1 = all users, 0 = none"),
 }
-CHOICES: dict[str, tuple[str, ...]] = {"protocol.select_on": ("test", "valid")}
+CHOICES: dict[str, tuple[str, ...]] = {"protocol.select_on": ("test", "valid"),
+                                       "protocol.select_metric": SELECT_METRICS}
 
 # Model constructor arguments that size a layer: each must be an integer >= 1 (0 builds an empty layer: a model
 # with nothing to learn, or one that learns without its history). Lists size one layer per entry.
@@ -74,6 +77,16 @@ def check_counts(values: Mapping[str, Any]) -> None:
                  for key, choices in CHOICES.items() if key in values and values[key] not in choices]
     if problems:
         raise ValueError("invalid settings:\n  " + "\n  ".join(problems))
+
+
+def check_selection(metric: str, eval_negatives: int, full_ranking_users: int) -> None:
+    """A selection metric has what it scores: sampled negatives for sampled_*, ranked users for full_*."""
+    if metric.startswith("sampled_") and not eval_negatives:
+        raise ValueError(f"protocol.select_metric={metric} scores against sampled negatives, but "
+                         f"protocol.eval_negatives={eval_negatives}: set it >= 1 (e.g. 100)")
+    if metric.startswith("full_") and not full_ranking_users:
+        raise ValueError(f"protocol.select_metric={metric} ranks the whole catalogue for the selection users, but "
+                         f"protocol.full_ranking_users={full_ranking_users}: set it to -1 (all) or a count >= 1")
 
 
 def check_model_sizes(params: Mapping[str, Any], where: str = "model.params") -> None:

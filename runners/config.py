@@ -19,7 +19,7 @@ from datasets.raw import _LOADERS as LOADERS  # noqa: PLC2701  (the loader kinds
 from datasets.table import TABLE_SETTINGS
 from models.registry import get_model
 from runners.checks import (CHOICES, COUNTS, DATA_ARGS, check_counts, check_known_keys, check_model_sizes,
-                            declared_keys)
+                            check_selection, declared_keys)
 from runners.step.device import check_precision, resolve_device
 from runners.paths import check_path_names
 from runners.parallel.world import check_processes
@@ -54,6 +54,7 @@ class Job:
     seed: int
     label: str  # the protocol's, e.g. "test-set selection (as in the paper)"
     select_on: str  # "test" (paper) or "valid"
+    select_metric: str  # what selects and stops on the select_on split (runners/train/selection.SELECT_METRICS)
     test_access_limit: int | None
     full_ranking_users: int
     processes: int  # data-parallel workers
@@ -150,6 +151,8 @@ def check_config(cfg: DictConfig) -> None:
     values = {key: value for key in (*COUNTS, *CHOICES) if (value := OmegaConf.select(cfg, key, default=missing))
               is not missing}
     check_counts(values)
+    p = cfg.protocol
+    check_selection(str(p.select_metric), p.eval_negatives, p.full_ranking_users)
     check_model_sizes(model_params(cfg))
     device = resolve_device(cfg.trainer.device)  # cuda asked for without a GPU: what torch sees, before anything
     check_precision(str(cfg.trainer.precision), device)
@@ -217,6 +220,7 @@ def job_settings(cfg: DictConfig) -> Job:
             "seed": str(cfg.seed), "recipe": cfg.recipe, "paper_column": str(cfg.dataset.paper_column)}
     return Job(run_name=run_name(cfg), model=cfg.model.name, params=params, settings=train_settings(cfg, None),
                data=data_settings(cfg), seed=cfg.seed, label=p.label, select_on=p.select_on,
+               select_metric=p.select_metric,
                test_access_limit=p.test_access_limit, full_ranking_users=p.full_ranking_users,
                processes=int(t.processes), backend=t.dist_backend,
                threads=threads, flush_denormal=t.flush_denormal,

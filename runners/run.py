@@ -39,7 +39,7 @@ from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from hydra.types import RunMode  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
-from datasets.batching import BatchMaker, eval_rows  # noqa: E402
+from datasets.batching import eval_rows  # noqa: E402
 from datasets.load import load_dataset  # noqa: E402
 from datasets.split import Split, data_options, load_split, split_fingerprint  # noqa: E402
 from datasets.table import Table  # noqa: E402
@@ -61,6 +61,7 @@ from runners.train.checkpoint import usable_checkpoint  # noqa: E402
 from runners.train.evaluation import EvalOutcome, TestSetGuard, final_evaluation  # noqa: E402
 from runners.train.interrupts import Terminated, closing_on_signals, pending_signal  # noqa: E402
 from runners.train.runtime import configure_runtime, peak_rss_mb, seed_everything, tune_malloc  # noqa: E402
+from runners.train.selection import EvalData, eval_data  # noqa: E402
 from runners.train.trainer import TrainResult  # noqa: E402
 
 log = logging.getLogger("seqrec")
@@ -99,10 +100,11 @@ def find_runs(store: Store, chash: str, statuses: tuple[str, ...]) -> list[mlflo
 
 def skipped(finished: mlflow.entities.Run, job: Job, chash: str) -> dict:
     """The result of a job whose config already has a FINISHED run: that run's figures, nothing trained."""
-    log.info("skip %s: config %s already FINISHED as run %s (test_auc=%s)", job.run_name, chash,
-             finished.info.run_id, finished.data.metrics.get("test_auc"))
+    best = f"best_{job.select_on}_{job.select_metric}"
+    log.info("skip %s: config %s already FINISHED as run %s (%s=%s, test_auc=%s)", job.run_name, chash,
+             finished.info.run_id, best, finished.data.metrics.get(best), finished.data.metrics.get("test_auc"))
     return {"status": "SKIPPED", "run_id": finished.info.run_id, "run_name": job.run_name,
-            "selection_score": finished.data.metrics.get(f"best_{job.select_on}_auc", math.nan),
+            "selection_score": finished.data.metrics.get(best, math.nan),
             "test_auc": finished.data.metrics.get("test_auc", math.nan)}
 
 
@@ -199,21 +201,21 @@ def fail_for_testing(debug_raise: str | bool | None) -> None:
             f"trainer.debug_raise={debug_raise}: failure forced for testing")
 
 
-def final_metrics(job: Job, table: Table, split: Split, settings: TrainSettings, model: SeqRecModel,
-                  guard: TestSetGuard, result: TrainResult, t_start: float) -> tuple[dict, EvalOutcome]:
+def final_metrics(job: Job, split: Split, settings: TrainSettings, model: SeqRecModel, evals: EvalData,
+                  result: TrainResult, t_start: float) -> tuple[dict, EvalOutcome]:
     """The selected weights are loaded: the one final read of the test set computes every test metric; with a
     validation split, the same metrics on it; with track_test, the optimism of test-set selection."""
-    maker = BatchMaker(table, max_len=settings.max_len)
-    test, test_extra = final_evaluation(model, maker, guard.rows(), split, settings.eval_batch_size,
+    guard = evals.test_guard
+    test, test_extra = final_evaluation(model, evals.maker, guard.rows(), split, settings.eval_batch_size,
                                         job.full_ranking_users, job.seed)
     final = {"test_auc": test.auc, **{f"test_{k}": v for k, v in test_extra.items()},
-             f"best_{job.select_on}_auc": result.best_score, "best_step": result.best_step,
+             f"best_{job.select_on}_{job.select_metric}": result.best_score, "best_step": result.best_step,
              "steps": result.steps, "epochs_done": result.epochs_done, "train_seconds": result.train_seconds,
              "examples_per_s": result.examples / max(result.train_seconds, 1e-9),
              "wall_time_s": time.time() - t_start, "peak_rss_mb": peak_rss_mb(),
              "test_accesses": guard.accesses, "n_test_users": len(test.user)}
-    if split.valid_pos is not None:
-        valid, valid_extra = final_evaluation(model, maker, eval_rows(table, split, "valid"), split,
+    if evals.valid_rows is not None:
+        valid, valid_extra = final_evaluation(model, evals.maker, evals.valid_rows, split,
                                               settings.eval_batch_size, job.full_ranking_users, job.seed)
         final.update({"valid_auc": valid.auc, **{f"valid_{k}": v for k, v in valid_extra.items()}})
     if result.best_test_auc is not None and job.select_on == "valid":  # protocol=optimism (diagnostic)
@@ -252,14 +254,15 @@ def train_and_test(job: Job, table: Table, split: Split, checkpoint: Path,
     trainable = check_parameters(model, gradient_free)  # a zero-sized layer: FAILED before training
     settings = replace(job.settings, checkpoint_path=str(checkpoint))
     log.info(run_summary(job, settings, sum(x.numel() for x in model.parameters())))
-    guard = TestSetGuard(eval_rows(table, split, "test"), job.test_access_limit)
+    evals = eval_data(table, split, settings.max_len, TestSetGuard(eval_rows(table, split, "test"),
+                      job.test_access_limit), job.select_metric, job.full_ranking_users, job.seed)  # once per job
     fail_for_testing(job.debug_raise)
-    result = train_processes(model, table, split, settings, guard, log_curve, job.processes, job.backend,
+    result = train_processes(model, table, split, settings, evals, log_curve, job.processes, job.backend,
                              job.threads, job.flush_denormal, helpers_class())
-    final, test = final_metrics(job, table, split, settings, model, guard, result, t_start)
+    final, test = final_metrics(job, split, settings, model, evals, result, t_start)
     try:  # no step, no parameter or no finite figure: FAILED, never FINISHED (a resume would repeat it)
         check_outcome(result.steps, trainable, gradient_free,
-                      {k: final[k] for k in ("test_auc", f"best_{job.select_on}_auc")})
+                      {k: final[k] for k in ("test_auc", f"best_{job.select_on}_{job.select_metric}")})
     except RuntimeError:
         checkpoint.unlink(missing_ok=True)
         raise

@@ -46,8 +46,8 @@ from runners.parallel.lifeline import die_with_parent  # noqa: E402
 from runners.step.gradient_sync import ControlChannel, GradientSync, WorkerFailed, make_sync  # noqa: E402
 from runners.step.optim import use_sparse_embeddings, wants_sparse_grad  # noqa: E402
 from runners.step.settings import TrainSettings  # noqa: E402
-from runners.train.evaluation import TestSetGuard  # noqa: E402
 from runners.train.runtime import configure_runtime  # noqa: E402
+from runners.train.selection import EvalData  # noqa: E402
 from runners.train.trainer import StepRunner, TrainResult, train  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -70,7 +70,7 @@ class HelperJob:
 
 
 def train_processes(model: SeqRecModel, table: Table, split: Split, settings: TrainSettings,
-                    guard: TestSetGuard, log_curve: Callable[[dict[str, float], int], None], processes: int,
+                    evals: EvalData, log_curve: Callable[[dict[str, float], int], None], processes: int,
                     backend: str, threads: int | None, flush_denormal: bool,
                     helpers: type[Helpers] | None = None) -> TrainResult:
     """train() in this process, or as rank 0 of `processes` data-parallel workers (`helpers`: how the others are
@@ -78,11 +78,11 @@ def train_processes(model: SeqRecModel, table: Table, split: Split, settings: Tr
     if processes < 1:
         raise ValueError(f"trainer.processes must be >= 1, got {processes}")
     if processes == 1:
-        return train(model, table, split, settings, guard, log_metrics=log_curve)
+        return train(model, table, split, settings, evals, log_metrics=log_curve)
     if not model.data_parallel:
         raise ValueError(f"model {model.name!r} cannot train with trainer.processes > 1: {model.data_parallel_note}")
     with (helpers or Helpers)(model, table, split, settings, processes, backend, threads or 1, flush_denormal) as sync:
-        return train(model, table, split, settings, guard, log_metrics=log_curve, sync=sync)
+        return train(model, table, split, settings, evals, log_metrics=log_curve, sync=sync)
 
 
 def _free_port() -> int:
@@ -202,7 +202,7 @@ def serve_job(directory: str, rank: int, channel: ControlChannel) -> int:
         sync = make_sync(job.model, job.backend, rank, job.world, channel, Path(directory), job.init_method)
         channel.barrier()  # mapped: rank 0 may unlink the files
         if job.program is None:
-            train(job.model, job.table, job.split, job.settings, test_guard=None, sync=sync)
+            train(job.model, job.table, job.split, job.settings, evals=None, sync=sync)
         else:
             run_program(job.model, job.table, job.split, job.settings, job.program, sync)
         return 0

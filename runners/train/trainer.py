@@ -25,7 +25,7 @@ except ImportError:  # a bare GPU machine (runners/gpu_check.py): no progress ba
     from runners.train.runtime import NoBar as tqdm
 
 from datasets.batch import Batch
-from datasets.batching import BatchMaker, Rows, batch_order, eval_rows, train_rows
+from datasets.batching import BatchMaker, Rows, batch_order, train_rows
 from datasets.split import Split
 from datasets.table import Table
 from models.interface import SeqRecModel
@@ -38,6 +38,7 @@ from runners.step.gradient_sync import GradientSync, replicate_limit, shard
 from runners.step.optim import prepare_optimizer, set_lr, train_step
 from runners.step.settings import TrainSettings
 from runners.train.runtime import all_threads, seed_everything
+from runners.train.selection import EvalData, eval_data, selection_score
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,7 @@ class TrainState:
     step: int = 0
     epoch: int = 0
     batch_in_epoch: int = 0  # batches of `epoch` already trained
-    best_score: float = -1.0  # the selection split's best AUC so far
+    best_score: float = -1.0  # the selection split's best value of the selection metric so far
     best_step: int = -1
     bad_evals: int = 0  # evaluations since the last improvement (patience)
     examples: int = 0
@@ -140,12 +141,15 @@ class StepRunner:
         return train_step(self.model, self.optimizer, self.params, batch, self.clip_norm, poison, reduce=reduce)
 
 
-def train(model: SeqRecModel, table: Table, split: Split, s: TrainSettings, test_guard: TestSetGuard | None,
+def train(model: SeqRecModel, table: Table, split: Split, s: TrainSettings, evals: EvalData | TestSetGuard | None,
           log_metrics: Callable[[dict[str, float], int], None] = lambda m, step: None,
           sync: GradientSync | None = None) -> TrainResult | None:
     """Train `model`, evaluating the selection split every `eval_every` steps; leave the selected weights loaded.
 
-    select_on="test": the paper protocol (test read through `test_guard` at every evaluation, best test AUC kept).
+    `evals` (runners/train/selection.py): the job's evaluation rows, batch maker and selection metric, built once
+    and shared with the caller's final test; a bare TestSetGuard (a caller that trains alone) selects on the AUC
+    with rows built here.
+    select_on="test": the paper protocol (test read through the guard at every evaluation, best score kept).
     select_on="valid": selection on validation; test is not read here (unless `track_test`, a diagnostic), so the
     caller reads it once, with the selected weights.
     `sync` (runners/parallel/data_parallel.py): this process is one worker of a data-parallel run and trains its
@@ -158,21 +162,26 @@ def train(model: SeqRecModel, table: Table, split: Split, s: TrainSettings, test
     if s.pair_rows and model.train_format == "pointwise" and s.batch_size % 2:
         raise ValueError(f"trainer.pair_rows=true needs an even batch size (B rows = B/2 prefixes), got "
                          f"{s.batch_size}")
-    return TrainingLoop(model, table, split, s, test_guard, log_metrics, sync).run()
+    if isinstance(evals, TestSetGuard):
+        evals = eval_data(table, split, s.max_len, evals)
+    return TrainingLoop(model, table, split, s, evals, log_metrics, sync).run()
 
 
 class TrainingLoop:
     """One call of train(): the state it advances and the steps of the loop, each a method."""
 
-    def __init__(self, model: SeqRecModel, table: Table, split: Split, s: TrainSettings,
-                 test_guard: TestSetGuard | None, log_metrics: Callable[[dict[str, float], int], None],
-                 sync: GradientSync | None):
-        self.model, self.table, self.s, self.guard, self.log_metrics, self.sync = (
-            model, table, s, test_guard, log_metrics, sync)
+    def __init__(self, model: SeqRecModel, table: Table, split: Split, s: TrainSettings, evals: EvalData | None,
+                 log_metrics: Callable[[dict[str, float], int], None], sync: GradientSync | None):
+        self.model, self.table, self.s, self.evals, self.log_metrics, self.sync = (
+            model, table, s, evals, log_metrics, sync)
         self.main = sync is None or sync.rank == 0
+        if self.main and evals is None:
+            raise ValueError("the evaluating process (rank 0) needs the job's EvalData")
+        if self.main and s.select_on == "valid" and evals.valid_rows is None:
+            raise ValueError(f"protocol {split.protocol!r} has no valid set to select on")
+        self.guard = evals.test_guard if evals is not None else None
         self.runner = StepRunner.for_training(model, table, split, s)
         self.indices_per_batch = s.batch_size // self.runner.rows_per_index
-        self.select_rows = eval_rows(table, split, "valid") if s.select_on == "valid" and self.main else None
         self.batches_per_epoch = math.ceil(len(self.runner.rows) / self.indices_per_batch)
         self.total_steps = s.epochs * self.batches_per_epoch
         if s.max_steps is not None:
@@ -287,22 +296,25 @@ class TrainingLoop:
                 score = self.evaluate_and_select()
         else:
             score = self.evaluate_and_select()
-        self.bar.set_postfix({f"{self.s.select_on}_auc": f"{score:.4f}", "best": f"{self.state.best_score:.4f}"})
+        self.bar.set_postfix({self.metric_name: f"{score:.4f}", "best": f"{self.state.best_score:.4f}"})
         return self.patience_ran_out()
+
+    @property
+    def metric_name(self) -> str:
+        """The selection metric as logged: <select_on>_<select_metric>, e.g. valid_auc, valid_sampled_mrr."""
+        return f"{self.s.select_on}_{self.evals.metric}"
 
     def evaluate_and_select(self) -> float:
         """Evaluate the selection split (paper: test, through the guard), keep the weights if they are the best
-        so far, log the evaluation's row; returns the selection AUC."""
-        s, state = self.s, self.state
-        rows = self.select_rows if self.select_rows is not None else self.guard.rows()
-        outcome = evaluate(self.model, self.runner.maker, rows, s.eval_batch_size)
-        score = outcome.auc
-        row = {f"{s.select_on}_auc": score, "lr": self.runner.optimizer.param_groups[0]["lr"],
-               "epoch": state.step / self.batches_per_epoch}
-        test_auc = score if s.select_on == "test" else None
+        so far on the selection metric, log the evaluation's row (the AUC too); returns the selection score."""
+        s, state, evals = self.s, self.state, self.evals
+        rows = evals.valid_rows if s.select_on == "valid" else self.guard.rows()
+        outcome, score = selection_score(self.model, evals, rows, s.eval_batch_size, len(state.history))
+        row = {f"{s.select_on}_auc": outcome.auc, self.metric_name: score,
+               "lr": self.runner.optimizer.param_groups[0]["lr"], "epoch": state.step / self.batches_per_epoch}
+        test_auc = outcome.auc if s.select_on == "test" else None
         if s.track_test and s.select_on == "valid":
-            test_auc = row["test_auc"] = evaluate(self.model, self.runner.maker, self.guard.rows(),
-                                                  s.eval_batch_size).auc
+            test_auc = row["test_auc"] = evaluate(self.model, evals.maker, self.guard.rows(), s.eval_batch_size).auc
         if test_auc is not None:
             state.best_test_auc = max(state.best_test_auc or -1.0, test_auc)
         if state.train_seconds > 0:
@@ -313,7 +325,7 @@ class TrainingLoop:
             state.best_weights = copy.deepcopy(self.model.state_dict())
         else:
             state.bad_evals += 1
-        row[f"best_{s.select_on}_auc"] = state.best_score
+        row[f"best_{self.metric_name}"] = state.best_score
         state.history.append({"step": state.step, **row})
         self.log_metrics(row, state.step)
         return score

@@ -69,6 +69,12 @@ BAD = [  # (overrides, what the message says: the key and what was expected)
     (["protocol=loo_val", "protocol.test_access_limit=0"], "protocol.test_access_limit must be an integer >= 1"),
     (["protocol.split_seed=-1"], "protocol.split_seed must be an integer >= 0"),
     (["protocol.select_on=train"], "protocol.select_on must be one of test, valid, got 'train'"),
+    (["protocol.select_metric=mrr"], "protocol.select_metric must be one of auc, sampled_mrr, sampled_hr_5"),
+    (["protocol=optimism", "protocol.select_metric=sampled_mrr"],
+     "protocol.select_metric=sampled_mrr scores against sampled negatives, but protocol.eval_negatives=0"),
+    (["protocol=paper", "protocol.select_metric=full_ndcg_20"],
+     "protocol.select_metric=full_ndcg_20 ranks the whole catalogue for the selection users, but "
+     "protocol.full_ranking_users=0"),
     (["+protocol.eval_negative=50"], "unknown protocol setting(s) ['eval_negative'] (protocol.eval_negative: "
                                      "did you mean protocol.eval_negatives?)"),
     (["+trainer.max_step=200"], "did you mean trainer.max_steps?"),
