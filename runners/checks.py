@@ -38,7 +38,10 @@ COUNTS: dict[str, tuple[int, bool, str]] = {
     "protocol.eval_negatives": (0, False, "0 = none"),
     "protocol.full_ranking_users": (-1, False, "-1 = all users, 0 = none"),
 }
-CHOICES: dict[str, tuple[str, ...]] = {"protocol.select_on": ("test", "valid")}
+CHOICES: dict[str, tuple[str, ...]] = {"protocol.select_on": ("test", "valid"),
+                                       "protocol.split": ("paper", "loo_val", "temporal"),
+                                       "protocol.eval_negatives_kind": ("uniform", "popularity"),
+                                       "protocol.eval_negatives_pool": ("sequence", "history")}
 
 # Model constructor arguments that size a layer: each must be an integer >= 1 (0 builds an empty layer: a model
 # with nothing to learn, or one that learns without its history). Lists size one layer per entry.
