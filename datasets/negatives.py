@@ -72,7 +72,7 @@ def check_pool(table: Table, n: int, pool: str, ends: np.ndarray) -> None:
     short = np.flatnonzero(sizes < n)
     if len(short):
         u = int(short[0])
-        raise ValueError(f"protocol.eval_negatives={n} is larger than the pool of user {table.user_keys[u]!r} of "
+        raise ValueError(f"protocol.eval_negatives={n} is larger than the pool of user {str(table.user_keys[u])!r} of "
                          f"dataset {table.name!r}: {int(sizes[u])} items (eval_negatives_pool={pool}, "
                          f"{table.n_items} items in all; {len(short)} user(s) have fewer than {n})")
 
@@ -147,13 +147,13 @@ def read_negatives_file(path: Path, table: Table, n: int, pool: str, train_end: 
             if i is None:
                 raise DataFormatError(f"{where}: item {token!r} is not an item of dataset {table.name!r}")
             if i in seen:
-                raise DataFormatError(f"{where}: item {token!r} is an item of user {parts[0]!r}'s "
-                                      f"{'sequence' if pool == 'sequence' else 'training part'} "
-                                      f"(protocol.eval_negatives_pool={pool})")
+                part = "sequence" if pool == "sequence" else "training part"
+                raise DataFormatError(f"{where}: item {token!r} is in the {part} of user {parts[0]!r}, so it is no "
+                                      f"negative (protocol.eval_negatives_pool={pool})")
             ids.append(i)
         out[u] = ids
     missing = [u for u in range(table.n_users) if u not in line_of]
     if missing:
-        raise DataFormatError(f"{path}: no line for user {table.user_keys[missing[0]]!r} of dataset "
+        raise DataFormatError(f"{path}: no line for user {str(table.user_keys[missing[0]])!r} of dataset "
                               f"{table.name!r} ({len(missing)} of its {table.n_users} users have none)")
     return out
