@@ -1,4 +1,4 @@
-"""Stage 3: Table -> leave-last-out Split with frozen negatives, drawn once and stored with the split.
+"""Stage 3: Table -> Split (leave-last-out, or a cut in time) with frozen negatives, drawn once and stored with it.
 
 A user's items are items[0..n-1], oldest first (one row of the grid below is one user):
 
@@ -21,6 +21,7 @@ A user with fewer interactions than the protocol needs (MIN_INTERACTIONS: paper 
 with protocol.short_users=train (the default, as the SASRec authors' data_partition, which puts a user with fewer
 than 3 items wholly into training) every position of the user is a training target and nothing is held out; with
 short_users=drop the data policy removes the user before the table is built (`data_options`). Either is counted.
+protocol=temporal evaluates a user by its times, not its length: short_users=train only (datasets/temporal.py).
 
 Sampled evaluation negatives (protocol.eval_negatives > 0; datasets/negatives.py): K per user from a pool
 (`sequence` | `history`), frozen per split seed or redrawn at every evaluation (`eval_negatives_at`), or read from
@@ -42,8 +43,6 @@ from datasets.names import under
 from datasets.negatives import check_negative_settings, draw_eval_negatives, read_negatives_file
 from datasets.table import Table, file_sha256
 from datasets.temporal import check_cut, temporal_counts, temporal_positions
-
-__all__ = ["Split", "draw_eval_negatives", "eval_negatives_at", "load_split", "make_split"]
 
 PROTOCOLS = ("paper", "loo_val", "temporal")
 # A training target with a history, then the held-out item(s); temporal: users without a training history before
@@ -120,7 +119,8 @@ def eval_negatives_at(split: Split, table: Table, evaluation_index: int) -> np.n
     """The sampled negatives of evaluation `evaluation_index` (0, 1, ...): the split's frozen array, or, with
     eval_negs_redraw, a fresh draw from default_rng((split.seed, evaluation_index)) for every index > 0 (index 0
     is the array stored with the split, drawn from default_rng(split.seed)). None without sampled negatives."""
-    if isinstance(evaluation_index, bool) or not isinstance(evaluation_index, (int, np.integer)) or evaluation_index < 0:
+    if (isinstance(evaluation_index, bool) or not isinstance(evaluation_index, (int, np.integer))
+            or evaluation_index < 0):
         raise ValueError(f"evaluation_index={evaluation_index!r}: expected an integer >= 0")
     if split.eval_negs is None or not split.eval_negs_redraw or evaluation_index == 0:
         return split.eval_negs
