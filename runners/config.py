@@ -41,10 +41,10 @@ class DataSettings:
     eval_negatives: int
     eval_negatives_kind: str
     short_users: str  # users too short for the protocol: train (training data only) | drop
-    eval_negatives_pool: str = "sequence"  # sequence | history (datasets/negatives.py)
-    eval_negatives_redraw: bool = False  # frozen per split seed | redrawn at every evaluation
-    eval_negatives_file: Path | None = None  # a negatives file, resolved against data_root
-    temporal_cut: tuple[float, float] = (0.8, 0.9)  # protocol=temporal's quantiles (datasets/temporal.py)
+    eval_negatives_pool: str  # sequence | history (datasets/negatives.py)
+    eval_negatives_redraw: bool  # frozen per split seed | redrawn at every evaluation
+    eval_negatives_file: Path | None  # a negatives file, resolved against data_root
+    temporal_cut: tuple[float, float]  # split temporal's quantiles (datasets/temporal.py)
 
     def split_options(self) -> dict:
         """datasets/split.load_split's keyword arguments."""
