@@ -57,9 +57,9 @@ def train_rows(table: Table, split: Split, train_format: str, paired: bool = Fal
     if train_format == "pairwise":  # BPR reference: (user, items[k], neg k) for k = 0.. (empty history at k=0)
         users, pos = _train_positions(table, split, first=0)
         return Rows(users, pos, table.items[pos].astype(np.int64), neg=split.neg[pos].astype(np.int64))
-    if train_format == "sequence":  # one row per user: the whole training sequence items[:train_end]
-        users = np.arange(table.n_users, dtype=np.int64)
-        end = split.train_end.astype(np.int64)
+    if train_format == "sequence":  # one row per user with training items: its training sequence items[:train_end]
+        users = np.flatnonzero(split.train_end > table.indptr[:-1]).astype(np.int64)  # temporal: some have none
+        end = split.train_end[users].astype(np.int64)
         return Rows(users, end, table.items[end - 1].astype(np.int64))
     raise ValueError(f"unknown train_format {train_format!r}")
 

@@ -41,7 +41,11 @@ COUNTS: dict[str, tuple[int, bool, str]] = {
     "protocol.full_ranking_users": (-1, False, "-1 = all users, 0 = none"),
 }
 CHOICES: dict[str, tuple[str, ...]] = {"protocol.select_on": ("test", "valid"),
-                                       "protocol.select_metric": SELECT_METRICS}
+                                       "protocol.select_metric": SELECT_METRICS,
+
+                                       "protocol.split": ("paper", "loo_val", "temporal"),
+                                       "protocol.eval_negatives_kind": ("uniform", "popularity"),
+                                       "protocol.eval_negatives_pool": ("sequence", "history")}
 
 # Model constructor arguments that size a layer: each must be an integer >= 1 (0 builds an empty layer: a model
 # with nothing to learn, or one that learns without its history). Lists size one layer per entry.

@@ -41,6 +41,17 @@ class DataSettings:
     eval_negatives: int
     eval_negatives_kind: str
     short_users: str  # users too short for the protocol: train (training data only) | drop
+    eval_negatives_pool: str  # sequence | history (datasets/negatives.py)
+    eval_negatives_redraw: bool  # frozen per split seed | redrawn at every evaluation
+    eval_negatives_file: Path | None  # a negatives file, resolved against data_root
+    temporal_cut: tuple[float, float]  # split temporal's quantiles (datasets/temporal.py)
+
+    def split_options(self) -> dict:
+        """datasets/split.load_split's keyword arguments."""
+        return {"protocol": self.split, "seed": self.split_seed, "eval_negatives": self.eval_negatives,
+                "eval_negatives_kind": self.eval_negatives_kind, "short_users": self.short_users,
+                "eval_negatives_pool": self.eval_negatives_pool, "eval_negatives_redraw": self.eval_negatives_redraw,
+                "eval_negatives_file": self.eval_negatives_file, "temporal_cut": self.temporal_cut}
 
 
 @dataclass(frozen=True)
@@ -205,7 +216,10 @@ def data_settings(cfg: DictConfig) -> DataSettings:
     return DataSettings(dataset=d.name, kind=d.kind, data_root=data_root, cache_dir=cache_dir,
                         options=OmegaConf.to_container(d.options, resolve=True), split=p.split,
                         split_seed=p.split_seed, eval_negatives=p.eval_negatives,
-                        eval_negatives_kind=p.eval_negatives_kind, short_users=p.short_users)
+                        eval_negatives_kind=p.eval_negatives_kind, short_users=p.short_users,
+                        eval_negatives_pool=p.eval_negatives_pool, eval_negatives_redraw=p.eval_negatives_redraw,
+                        eval_negatives_file=data_root / p.eval_negatives_file if p.eval_negatives_file else None,
+                        temporal_cut=tuple(p.temporal_cut))
 
 
 def job_settings(cfg: DictConfig) -> Job:

@@ -178,8 +178,7 @@ def clothing_auc(device: str, precision: str, args: argparse.Namespace, clock: C
     threads = cfg.trainer.num_threads
     configure_runtime(int(threads) if threads else None, bool(cfg.trainer.flush_denormal))  # as runners/run.py
     table = load_dataset(d.dataset, d.kind, d.data_root, d.cache_dir, data_options(d.options, d.split, d.short_users))
-    split = load_split(table, d.cache_dir, d.split, d.split_seed, d.eval_negatives, d.eval_negatives_kind,
-                       d.short_users)
+    split = load_split(table, d.cache_dir, **d.split_options())
     seed_everything(cfg.seed)
     model = get_model("atrank")(n_users=table.n_users, n_items=table.n_items, n_categories=table.n_categories,
                                 item_category=table.item_category, **model_params(cfg))

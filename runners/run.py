@@ -78,8 +78,7 @@ class Store:
 
 def load_data(d: DataSettings) -> tuple[Table, Split]:
     table = load_dataset(d.dataset, d.kind, d.data_root, d.cache_dir, data_options(d.options, d.split, d.short_users))
-    return table, load_split(table, d.cache_dir, d.split, d.split_seed, d.eval_negatives, d.eval_negatives_kind,
-                             d.short_users)
+    return table, load_split(table, d.cache_dir, **d.split_options())
 
 
 def open_store(configured_uri: str | None, experiment: str) -> Store:
@@ -131,7 +130,8 @@ def run_tags(job: Job, table: Table, split: Split, chash: str, sweep_dir: str | 
     in a multirun, the sweep folder and the sweep's parent run (runners/tracking/sweep_runs.py)."""
     tags = {**environment_tags(), **device_info(resolve_device(job.settings.device)), **job.tags,
             "config_hash": chash, "data_hash": table.content_hash, "omp_wait_policy": wait_policy_in_effect(),
-            "split_hash": split_fingerprint(split), "output_dir": str(_output_dir() or ""), **job.user_tags}
+            "split_hash": split_fingerprint(split), "output_dir": str(_output_dir() or ""),
+            **split.provenance(), **job.user_tags}
     if sweep_dir:
         tags["sweep_dir"] = sweep_dir
     if parent_id:
