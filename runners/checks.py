@@ -42,7 +42,6 @@ COUNTS: dict[str, tuple[int, bool, str]] = {
 }
 CHOICES: dict[str, tuple[str, ...]] = {"protocol.select_on": ("test", "valid"),
                                        "protocol.select_metric": SELECT_METRICS,
-
                                        "protocol.split": ("paper", "loo_val", "temporal"),
                                        "protocol.eval_negatives_kind": ("uniform", "popularity"),
                                        "protocol.eval_negatives_pool": ("sequence", "history")}

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from datasets.batching import BatchMaker, Rows, eval_rows
-from datasets.split import Split
+from datasets.split import Split, eval_negatives_at
 from datasets.table import Table
 from models.interface import SeqRecModel
 from runners.train import metrics
@@ -27,11 +27,12 @@ SELECT_METRICS = ("auc", *(f"sampled_{m}" for m in RANK_METRICS), *(f"full_{m}" 
 class EvalData:
     """A job's evaluation inputs, built once: the batch maker, the validation rows (None: the split has none), the
     test rows behind their guard (None on data-parallel workers that do not evaluate), the split (its sampled
-    negatives) and how the selection split is scored."""
+    negatives), the table (for redrawn negatives) and how the selection split is scored."""
     maker: BatchMaker
     valid_rows: Rows | None
     test_guard: TestSetGuard | None
     split: Split
+    table: Table | None = None  # None: negatives are never redrawn (split.eval_negs_redraw needs the table)
     metric: str = "auc"  # one of SELECT_METRICS
     full_ranking_users: int = 0  # users of the selection split ranked for a full_* metric (-1: all)
     seed: int = 0  # the seed of that subset (the final evaluation's)
@@ -43,17 +44,22 @@ def eval_data(table: Table, split: Split, max_len: int | None, test_guard: TestS
     if metric not in SELECT_METRICS:
         raise ValueError(f"protocol.select_metric must be one of {', '.join(SELECT_METRICS)}, got {metric!r}")
     valid = eval_rows(table, split, "valid") if split.valid_pos is not None else None
-    return EvalData(BatchMaker(table, max_len=max_len), valid, test_guard, split, metric, full_ranking_users, seed)
+    return EvalData(BatchMaker(table, max_len=max_len), valid, test_guard, split, table, metric, full_ranking_users,
+                    seed)
 
 
-def selection_negatives(split: Split, evaluation: int) -> np.ndarray:
+def selection_negatives(evals: EvalData, evaluation: int) -> np.ndarray:
     """The sampled negatives [n_users, K] that evaluation number `evaluation` (0, 1, ...) of a run scores a
-    sampled_* metric against: the split's frozen ones (protocol.eval_negatives), the same at every evaluation and
-    in the final test."""
+    sampled_* metric against: the split's frozen ones (protocol.eval_negatives), or with
+    protocol.eval_negatives_redraw a fresh seeded draw per evaluation (datasets/split.eval_negatives_at; the final
+    test reads the split's stored draw, evaluation 0's)."""
+    split = evals.split
     if split.eval_negs is None:
         raise ValueError("a sampled_* protocol.select_metric needs sampled negatives: set protocol.eval_negatives "
                          "> 0")
-    return split.eval_negs
+    if split.eval_negs_redraw and evals.table is None:
+        raise ValueError("redrawn negatives (protocol.eval_negatives_redraw) need EvalData.table")
+    return eval_negatives_at(split, evals.table, evaluation) if split.eval_negs_redraw else split.eval_negs
 
 
 def ranking_subset(n_rows: int, full_ranking_users: int, seed: int) -> np.ndarray:
@@ -77,7 +83,7 @@ def selection_score(model: SeqRecModel, evals: EvalData, rows: Rows, batch_size:
     ks = () if name == "mrr" else (int(name.rsplit("_", 1)[1]),)
     if family == "sampled":
         outcome = evaluate(model, evals.maker, rows, batch_size,
-                           extra_negs=selection_negatives(evals.split, evaluation))
+                           extra_negs=selection_negatives(evals, evaluation))
         ranks = metrics.ranks_among(outcome.score_pos, outcome.score_negs)
     else:
         outcome = evaluate(model, evals.maker, rows, batch_size)

@@ -10,7 +10,7 @@ from datasets.batching import eval_rows
 from datasets.split import make_split
 from runners.run import run
 from runners.train import trainer
-from runners.train.selection import eval_data, selection_score
+from runners.train.selection import eval_data, selection_negatives, selection_score
 from tests.runners.conftest import compose
 from tests.runners.train.test_evaluation import FixedScores, brute_force, small_world
 
@@ -91,3 +91,19 @@ def test_selection_scores_what_the_final_validation_read_scores(metric, store):
     assert sorted(m.step for m in history) == [10, 20, 30]
     assert result[f"best_valid_{metric}"] == max(m.value for m in history)
     assert result[f"valid_{metric}"] == pytest.approx(result[f"best_valid_{metric}"], abs=1e-12)
+
+
+def test_redrawn_negatives_change_per_evaluation_and_the_selection_scores_them():
+    """protocol.eval_negatives_redraw: evaluation 0 scores the split's stored draw, evaluation 1 a fresh one (the
+    metric is computed against whichever was drawn), frozen negatives are the same at every evaluation."""
+    t, scores = small_world()
+    for redraw in (False, True):
+        split = make_split(t, "loo_val", eval_negatives=6, eval_negatives_redraw=redraw)
+        rows = eval_rows(t, split, "valid")
+        evals = eval_data(t, split, None, None, "sampled_mrr")
+        negs = [selection_negatives(evals, i) for i in (0, 1)]
+        assert (negs[0] is split.eval_negs) and (np.array_equal(negs[0], negs[1]) != redraw)
+        u = rows.user
+        pos = scores[u, rows.target]
+        want = by_hand((np.take_along_axis(scores[u], negs[1][u], 1) >= pos[:, None]).sum(1))["mrr"]
+        assert selection_score(FixedScores(scores), evals, rows, 4, 1)[1] == pytest.approx(want, abs=1e-12)
