@@ -47,6 +47,7 @@ SIZE_PARAMS = frozenset({"dim", "item_dim", "cat_dim", "hidden", "n_heads", "n_b
 SIZE_LISTS = frozenset({"att_hidden", "mlp_hidden"})
 NONEMPTY_LISTS = frozenset({"att_hidden"})  # DIN's activation unit needs a hidden layer; its top MLP may have none
 ROUNDS_PARAMS = frozenset({"neg_rounds"})  # redraws of a negative that is a positive: 0 = none
+SAMPLE_PARAMS = frozenset({"gbce_negatives"})  # negatives drawn per training step: >= 1
 # The model's data arguments (from the table), never config keys.
 DATA_ARGS = frozenset({"self", "n_users", "n_items", "n_categories", "item_category", "behaviours"})
 
@@ -83,6 +84,8 @@ def check_model_sizes(params: Mapping[str, Any], where: str = "model.params") ->
                                           "null = none" if key == "pooled_dense" else "a layer size"))
         elif key in ROUNDS_PARAMS:
             problems.append(count_problem(name, value, 0, False, "0 = no redraw"))
+        elif key in SAMPLE_PARAMS:
+            problems.append(count_problem(name, value, 1, False, "negatives per step"))
         elif key in SIZE_LISTS:
             sizes = list(value) if isinstance(value, (list, tuple)) else None
             if sizes is None or not all(is_int(v) and v >= 1 for v in sizes) or key in NONEMPTY_LISTS and not sizes:
