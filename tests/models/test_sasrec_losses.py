@@ -104,9 +104,10 @@ def test_gelu_and_s3recs_initialisation():
     assert float(relu.item.weight.std()) > 0.1  # Xavier normal on a [40, 8] table: std sqrt(2 / 48) = 0.2
 
 
-@pytest.mark.parametrize("kw, message", [({"loss": "softmax"}, "model.params.loss='softmax': expected one of bce, ce, gbce"),
-                                         ({"activation": "tanh"}, "model.params.activation='tanh'"),
-                                         ({"loss": "gbce", "gbce_t": 1.5}, "gbce_t in [0, 1]")])
+@pytest.mark.parametrize("kw, message", [
+    ({"loss": "softmax"}, "model.params.loss='softmax': expected one of bce, ce, gbce"),
+    ({"activation": "tanh"}, "model.params.activation='tanh'"),
+    ({"loss": "gbce", "gbce_t": 1.5}, "gbce_t in [0, 1]")])
 def test_unknown_choices_are_refused(kw, message):
     with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("]", r"\]")):
         make_model(**kw)
