@@ -41,7 +41,7 @@ FULL_ATOL = {"sasrec": 1e-5}  # full_scores vs score
 
 def test_every_model_is_registered_with_a_yaml():
     assert available_models() == ALL_MODELS
-    assert sorted(p.stem for p in CONF.glob("*.yaml")) == ALL_MODELS
+    assert sorted(p.stem for p in CONF.glob("*.yaml") if p.stem != "custom") == ALL_MODELS  # custom: models/external.py
 
 
 @pytest.mark.parametrize("name", ALL_MODELS)
