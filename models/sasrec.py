@@ -9,19 +9,19 @@ Kang & McAuley, "Self-Attentive Sequential Recommendation", ICDM 2018 (authors' 
     r(i, t) = <F_t, M_i>                              score of item i as the next item after step t
 
 Training (train_format "sequence"): a row's `hist` is the user's whole training sequence s_0..s_{n-1}; inputs are
-s_0..s_{n-2} (the last `max_len` of them), and at every step t the positive s_{t+1} is scored against one negative
-drawn uniformly with torch's RNG; negatives that are any item of the row's sequence are redrawn (up to 10 rounds,
-vectorised; a draw still colliding after that is accepted), as the authors' `random_neq`. `loss` (every loss is a
+s_0..s_{n-2} (the last `max_len` of them), and at every step t the positive s_{t+1} is scored. `loss` (each is a
 mean over the real steps of the batch, padding masked out; s+ = <F_t, M_{s_{t+1}}>, s- = a negative's score):
-- bce (the default): -log sigmoid(s+) - log(1 - sigmoid(s-)) with that one negative (the paper's loss).
+- bce (the default, the paper's): -log sigmoid(s+) - log(1 - sigmoid(s-)) with one negative per step drawn
+  uniformly with torch's RNG; negatives that are any item of the row's sequence are redrawn (up to `neg_rounds`
+  rounds, vectorised; a draw still colliding after that is accepted), as the authors' `random_neq`.
 - ce: full softmax cross-entropy over the whole catalogue, -log softmax(F_t M^T)[s_{t+1}], no negative sampled
   (Klenitskiy & Vasilev, "Turning Dross Into Gold Loss: is BERT4Rec really better than SASRec?", RecSys 2023).
 - gbce: gSASRec's generalised BCE (Petrov & Macdonald, RecSys 2023; asash/gSASRec-pytorch gbce.py): k =
   `gbce_negatives` negatives per step drawn uniformly over the catalogue with no redraw (as that code), alpha =
   k / (n_items - 1), beta = alpha * (t * (1 - 1/alpha) + 1/alpha) with t = `gbce_t`, and per step
   (-log sigmoid(s+)^beta - sum_j log(1 - sigmoid(s-_j))) / (k + 1), in float64 (that code's mean over the k + 1
-  scores of each step; its precision). Departure: that code divides by (n_items - 2) (its pool size minus one),
-  the paper by |I| - 1 as here.
+  scores of each step; its precision). Departure: that code's alpha is k / (pool_size - 1) with pool_size =
+  n_items - 1, i.e. k / (n_items - 2); the paper's k / (|I| - 1) is used here.
 
 Padding. Rows are RIGHT-padded (real items first). Position ids are right-aligned, pos_t = t + max_len - length,
 so the most recent item always gets the last position embedding, exactly as the authors' left-padded sequences.
@@ -31,10 +31,14 @@ themselves (keeps their softmax finite); their outputs are never used.
 
 Departures: item 0 is a real item here (the authors reserve id 0 for padding); residuals follow the paper's formula
 (the authors' code adds them to LN(x) and normalises only the queries); no dropout on the attention weights; no L2
-on embeddings (the authors' default l2_emb is 0 too). `activation` relu (the paper) | gelu (S3Rec's transformer);
-`init_std` null = Xavier normal embeddings and torch's default layers (the authors') | s = every Linear and
-Embedding weight ~ N(0, s^2), biases 0 (S3Rec's init_weights, s = 0.02). Scoring a (history, target) pair of the ATRank protocol
+on embeddings (the authors' default l2_emb is 0 too). Scoring a (history, target) pair of the ATRank protocol
 encodes `batch.hist` and reads the output at its last real step.
+
+S3Rec's transformer (experiment=s3rec): `activation` relu (the paper) | gelu (S3Rec); `init_std` null = Xavier
+normal embeddings and torch's default layers (the authors') | s = every Linear and Embedding weight ~ N(0, s^2),
+Linear biases 0, LayerNorms (1, 0) (S3Rec's init_weights, s = 0.02). Still unlike S3Rec's code: pre-LN blocks
+(S3Rec: post-LN, BERT style), FFN width = hidden (S3Rec: 4 x hidden), no attention-weight dropout, item
+embeddings scaled by sqrt(d), LayerNorm eps 1e-8 (S3Rec: 1e-12).
 """
 from __future__ import annotations
 
