@@ -37,8 +37,9 @@ encodes `batch.hist` and reads the output at its last real step.
 S3Rec's transformer (experiment=s3rec): `activation` relu (the paper) | gelu (S3Rec); `init_std` null = Xavier
 normal embeddings and torch's default layers (the authors') | s = every Linear and Embedding weight ~ N(0, s^2),
 Linear biases 0, LayerNorms (1, 0) (S3Rec's init_weights, s = 0.02). Still unlike S3Rec's code: pre-LN blocks
-(S3Rec: post-LN, BERT style), FFN width = hidden (S3Rec: 4 x hidden), no attention-weight dropout, item
-embeddings scaled by sqrt(d), LayerNorm eps 1e-8 (S3Rec: 1e-12).
+(S3Rec: post-LN, BERT style), FFN width = hidden (S3Rec: 4 x hidden), no attention-weight dropout, no output
+projection after attention, item embeddings scaled by sqrt(d) with no LayerNorm on them, LayerNorm eps 1e-8
+(S3Rec: 1e-12) (aHuiWang/CIKM2020-S3Rec modules.py).
 """
 from __future__ import annotations
 
