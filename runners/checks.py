@@ -56,6 +56,7 @@ NONEMPTY_LISTS = frozenset({"att_hidden"})  # DIN's activation unit needs a hidd
 ROUNDS_PARAMS = frozenset({"neg_rounds"})  # redraws of a negative that is a positive: 0 = none
 # Filter counts of a layer the model can do without (Caser's ablations): integers >= 0, 0 = that layer off.
 OPTIONAL_LAYERS = {"n_v": "0 = no vertical convolution", "n_h": "0 = no horizontal convolutions"}
+SAMPLE_PARAMS = frozenset({"gbce_negatives"})  # negatives drawn per training step: >= 1
 # The model's data arguments (from the table), never config keys.
 DATA_ARGS = frozenset({"self", "n_users", "n_items", "n_categories", "item_category", "behaviours"})
 
@@ -104,6 +105,8 @@ def check_model_sizes(params: Mapping[str, Any], where: str = "model.params") ->
             problems.append(count_problem(name, value, 0, False, "0 = no redraw"))
         elif key in OPTIONAL_LAYERS:
             problems.append(count_problem(name, value, 0, False, OPTIONAL_LAYERS[key]))
+        elif key in SAMPLE_PARAMS:
+            problems.append(count_problem(name, value, 1, False, "negatives per step"))
         elif key in SIZE_LISTS:
             sizes = list(value) if isinstance(value, (list, tuple)) else None
             if sizes is None or not all(is_int(v) and v >= 1 for v in sizes) or key in NONEMPTY_LISTS and not sizes:

@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from datasets.raw import _LOADERS as LOADERS  # noqa: PLC2701  (the loader kinds; their arguments are the options)
 from datasets.table import TABLE_SETTINGS
-from models.registry import get_model
+from models.external import model_class, source_file
 from runners.checks import (CHOICES, COUNTS, DATA_ARGS, check_counts, check_known_keys, check_model_sizes,
                             check_selection, declared_keys)
 from runners.step.device import check_precision, resolve_device
@@ -59,6 +59,7 @@ class Job:
     """One run in plain values."""
     run_name: str  # <model>/<dataset>/seed<k>
     model: str
+    model_target: str | None  # model=custom: package.module:Class or a seqrec.models entry point (None: registered)
     params: dict  # the model's constructor arguments as built (recipe=reference merges reference_params)
     settings: TrainSettings  # without the checkpoint path (it depends on the config hash)
     data: DataSettings
@@ -91,6 +92,11 @@ def resolve_paths(cfg: DictConfig) -> tuple[Path, Path]:
     data_root = cfg.paths.data_root or os.environ.get("SEQREC_DATA") or REPO_ROOT.parent / "shared" / "data"
     cache_dir = cfg.paths.cache_dir or os.environ.get("SEQREC_CACHE") or REPO_ROOT / ".cache"
     return Path(data_root).resolve(), Path(cache_dir).resolve()
+
+
+def model_of(cfg: DictConfig) -> type:
+    """The model's class: the registered model.name, or model.target's class checked against the interface."""
+    return model_class(str(cfg.model.name), cfg.model.get("target"), list(model_params(cfg)))
 
 
 def model_params(cfg: DictConfig) -> dict:
@@ -156,7 +162,7 @@ def check_config(cfg: DictConfig) -> None:
     something, every model size is >= 1 and names that become paths are safe slugs."""
     check_path_names(cfg)
     check_known_keys(*config_keys(cfg))
-    model_cls = get_model(cfg.model.name)
+    model_cls = model_of(cfg)
     check_settings(train_settings(cfg, None), model_cls.gradient_free)
     missing = object()
     values = {key: value for key in (*COUNTS, *CHOICES) if (value := OmegaConf.select(cfg, key, default=missing))
@@ -184,10 +190,12 @@ def config_keys(cfg: DictConfig) -> tuple[dict[str, list[str]], dict[str, tuple[
              **{g: (set(top[g]), "conf/config.yaml") for g in ("paths", "mlflow")},
              **{g: (declared_keys(g), f"conf/{g}/*.yaml (and conf/experiment/*.yaml)") for g in groups}}
     if "model" in cfg and "name" in cfg.model:
-        cls = get_model(cfg.model.name)
-        arguments = set(inspect.signature(cls).parameters) - DATA_ARGS
+        cls = model_of(cfg)
+        signature = inspect.signature(cls).parameters
+        arguments = set(signature) - DATA_ARGS
+        takes_any = any(p.kind is p.VAR_KEYWORD for p in signature.values())  # an outside class's **params
         for part in ("params", "reference_params"):
-            if cfg.model.get(part):
+            if cfg.model.get(part) and not takes_any:
                 keys[f"model.{part}"] = list(cfg.model[part])
                 valid[f"model.{part}"] = (arguments, f"{cls.__module__.replace('.', '/')}.py ({cls.__name__})")
     if "dataset" in cfg and cfg.dataset.get("options"):
@@ -232,7 +240,13 @@ def job_settings(cfg: DictConfig) -> Job:
     resolved["trainer"]["num_threads"] = threads  # the count used, not null: results depend on it (logged, hashed)
     tags = {"model": cfg.model.name, "dataset": cfg.dataset.name, "protocol": p.name, "protocol_label": p.label,
             "seed": str(cfg.seed), "recipe": cfg.recipe, "paper_column": str(cfg.dataset.paper_column)}
-    return Job(run_name=run_name(cfg), model=cfg.model.name, params=params, settings=train_settings(cfg, None),
+    target = cfg.model.get("target")
+    if target is not None:  # an outside class: its source file's hash is part of the run's identity
+        path, sha = source_file(model_of(cfg))
+        resolved["model"]["source_sha256"] = sha
+        tags.update({"model_target": str(target), "model_source": path, "model_source_sha256": sha})
+    return Job(run_name=run_name(cfg), model=cfg.model.name, model_target=target, params=params,
+               settings=train_settings(cfg, None),
                data=data_settings(cfg), seed=cfg.seed, label=p.label, select_on=p.select_on,
                select_metric=p.select_metric,
                test_access_limit=p.test_access_limit, full_ranking_users=p.full_ranking_users,

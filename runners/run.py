@@ -44,7 +44,7 @@ from datasets.load import load_dataset  # noqa: E402
 from datasets.split import Split, data_options, load_split, split_fingerprint  # noqa: E402
 from datasets.table import Table  # noqa: E402
 from models.interface import SeqRecModel  # noqa: E402
-from models.registry import get_model  # noqa: E402
+from models.external import model_class  # noqa: E402
 from datasets.names import under  # noqa: E402
 from runners.checks import check_outcome, check_parameters  # noqa: E402
 from runners.config import DataSettings, Job, check_config, job_settings, run_name  # noqa: E402
@@ -188,7 +188,7 @@ def curve_logger(logged: set[tuple[str, int]]) -> Callable[[dict[str, float], in
 def build_model(job: Job, table: Table) -> SeqRecModel:
     """The model on `table`; one that takes `behaviours` (ATRank) gets the dataset's behaviour groups."""
     seed_everything(job.seed)  # before construction: the initial weights depend on it
-    cls = get_model(job.model)
+    cls = model_class(job.model, job.model_target, job.params)
     extra = {"behaviours": table.behaviours} if "behaviours" in inspect.signature(cls).parameters else {}
     return cls(n_users=table.n_users, n_items=table.n_items, n_categories=table.n_categories,
                item_category=table.item_category, **job.params, **extra)
@@ -250,7 +250,7 @@ def train_and_test(job: Job, table: Table, split: Split, checkpoint: Path,
                    log_curve: Callable[[dict[str, float], int], None], t_start: float) -> dict:
     """Inside the MLflow run: build, train, test once, log the final metrics; returns them."""
     model = build_model(job, table)
-    gradient_free = get_model(job.model).gradient_free
+    gradient_free = type(model).gradient_free
     trainable = check_parameters(model, gradient_free)  # a zero-sized layer: FAILED before training
     settings = replace(job.settings, checkpoint_path=str(checkpoint))
     log.info(run_summary(job, settings, sum(x.numel() for x in model.parameters())))

@@ -13,8 +13,8 @@ import pytest
 from hydra.errors import ConfigCompositionException
 
 from models.registry import available_models, get_model
-from runners.checks import (DATA_ARGS, OPTIONAL_LAYERS, ROUNDS_PARAMS, SIZE_LISTS, SIZE_PARAMS, check_outcome,
-                            check_parameters)
+from runners.checks import (DATA_ARGS, OPTIONAL_LAYERS, ROUNDS_PARAMS, SAMPLE_PARAMS, SIZE_LISTS, SIZE_PARAMS,
+                            check_outcome, check_parameters)
 from runners.config import check_config
 from tests.runners.conftest import REPO_ROOT, compose
 
@@ -127,8 +127,11 @@ def test_bad_setting_exits_1_from_the_command_line_and_logs_nothing(tmp_path):
     assert not (tmp_path / "cache").exists()
 
 
-CONFIGS = [[f"model={p.stem}"] for p in sorted((REPO_ROOT / "conf" / "model").glob("*.yaml"))] + [
-    [f"model={p.stem}", "experiment=reference"] for p in sorted((REPO_ROOT / "conf" / "model").glob("*.yaml"))] + [
+TARGET = {"custom": ["model.target=examples.my_model:MeanOfHistory"]}  # model=custom needs its class
+CONFIGS = [[f"model={p.stem}", *TARGET.get(p.stem, [])]
+           for p in sorted((REPO_ROOT / "conf" / "model").glob("*.yaml"))] + [
+    [f"model={p.stem}", "experiment=reference", *TARGET.get(p.stem, [])]
+    for p in sorted((REPO_ROOT / "conf" / "model").glob("*.yaml"))] + [
     [f"experiment={p.stem}"] for p in sorted((REPO_ROOT / "conf" / "experiment").glob("*.yaml"))] + [
     [f"protocol={p.stem}"] for p in sorted((REPO_ROOT / "conf" / "protocol").glob("*.yaml"))] + [
     [f"dataset={p.stem}"] + (["dataset.options.path=mine.csv"] if p.stem == "interactions" else [])
@@ -145,7 +148,7 @@ def test_every_integer_argument_of_every_model_is_a_checked_size():
     unchecked = {}
     for name in available_models():
         for arg, p in inspect.signature(get_model(name)).parameters.items():
-            checked = arg in DATA_ARGS | SIZE_PARAMS | SIZE_LISTS | ROUNDS_PARAMS | set(OPTIONAL_LAYERS)
+            checked = arg in DATA_ARGS | SIZE_PARAMS | SIZE_LISTS | ROUNDS_PARAMS | SAMPLE_PARAMS | set(OPTIONAL_LAYERS)
             if "int" in str(p.annotation) and not checked:
                 unchecked.setdefault(name, []).append(arg)
     assert not unchecked
