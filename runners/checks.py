@@ -39,6 +39,8 @@ COUNTS: dict[str, tuple[int, bool, str]] = {
     "protocol.full_ranking_users": (-1, False, "-1 = all users, 0 = none"),
 }
 CHOICES: dict[str, tuple[str, ...]] = {"protocol.select_on": ("test", "valid")}
+CHOICES.update({"protocol.ties": ("pessimistic", "random", "optimistic"),
+                "protocol.full_ranking_history": ("exclude", "zero")})
 
 # Model constructor arguments that size a layer: each must be an integer >= 1 (0 builds an empty layer: a model
 # with nothing to learn, or one that learns without its history). Lists size one layer per entry.

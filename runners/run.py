@@ -205,7 +205,7 @@ def final_metrics(job: Job, table: Table, split: Split, settings: TrainSettings,
     validation split, the same metrics on it; with track_test, the optimism of test-set selection."""
     maker = BatchMaker(table, max_len=settings.max_len)
     test, test_extra = final_evaluation(model, maker, guard.rows(), split, settings.eval_batch_size,
-                                        job.full_ranking_users, job.seed)
+                                        job.full_ranking_users, job.seed, job.ties, job.full_ranking_history)
     final = {"test_auc": test.auc, **{f"test_{k}": v for k, v in test_extra.items()},
              f"best_{job.select_on}_auc": result.best_score, "best_step": result.best_step,
              "steps": result.steps, "epochs_done": result.epochs_done, "train_seconds": result.train_seconds,
@@ -214,7 +214,8 @@ def final_metrics(job: Job, table: Table, split: Split, settings: TrainSettings,
              "test_accesses": guard.accesses, "n_test_users": len(test.user)}
     if split.valid_pos is not None:
         valid, valid_extra = final_evaluation(model, maker, eval_rows(table, split, "valid"), split,
-                                              settings.eval_batch_size, job.full_ranking_users, job.seed)
+                                              settings.eval_batch_size, job.full_ranking_users, job.seed,
+                                              job.ties, job.full_ranking_history)
         final.update({"valid_auc": valid.auc, **{f"valid_{k}": v for k, v in valid_extra.items()}})
     if result.best_test_auc is not None and job.select_on == "valid":  # protocol=optimism (diagnostic)
         final.update({"test_auc_at_test_best": result.best_test_auc, "optimism": result.best_test_auc - test.auc})
