@@ -38,7 +38,8 @@ def check_ties(ties: str) -> None:
 def resolve_ties(greater: np.ndarray, equal: np.ndarray, ties: str, seed: int = 0) -> np.ndarray:
     """0-based ranks from the counts of items scored above the target (`greater`) and tied with it (`equal`, the
     target itself not counted). pessimistic: the target ranks after all its ties; optimistic: before them all
-    (S3Rec's `argsort().argsort()` rule); random: at a uniform place among them, drawn from `seed`."""
+    (S3Rec's `argsort().argsort()` rule read with a stable sort: the target, column 0, comes first; numpy's default
+    unstable sort places it elsewhere among its ties); random: at a uniform place among them, drawn from `seed`."""
     check_ties(ties)
     greater, equal = np.asarray(greater, dtype=np.int64), np.asarray(equal, dtype=np.int64)
     if ties == "pessimistic":
