@@ -4,6 +4,7 @@
     python runners/bench.py --quick               # 2% of the size, a couple of minutes
     python runners/bench.py --models atrank,bpr --repeats 5 model.batch_size=256 model.lr=8.0   # Hydra overrides
     python runners/bench.py --contend             # ATRank on `sample`: quiet, then beside one busy process
+    python runners/bench.py --full-ranking --model sasrec --dataset sports   # rank every test user, 3 times
 
 What one run measures, each model in its own child process (so peak RSS is per model and a crash ends only that
 model's row):
@@ -95,6 +96,13 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.ArgumentParser, argpars
     parser.add_argument("--contend", action="store_true",
                         help="time the models (default: atrank) on `sample` quiet, then beside one busy CPU-bound "
                              "process on the last CPU, side by side (runners/benchkit/bench_contend.py)")
+    parser.add_argument("--full-ranking", action="store_true",
+                        help="time a full ranking of every test user (--model, --dataset; runners/benchkit/"
+                             "bench_full_ranking.py); overrides apply, e.g. protocol.ties=random")
+    parser.add_argument("--model", default="sasrec", help="--full-ranking: the model, built untrained (sasrec)")
+    parser.add_argument("--dataset", default="sports", help="--full-ranking: the dataset (sports)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="--full-ranking: torch threads (default: trainer.num_threads as a run resolves it)")
     parser.add_argument("--prepare", help=argparse.SUPPRESS)
     parser.add_argument("--model-child", help=argparse.SUPPRESS)
     return parser, parser.parse_args(argv)
@@ -288,6 +296,14 @@ def main(argv: list[str] | None = None) -> int:
     malloc_env = {} if args.no_malloc_tuning else {k: str(v) for k, v in MALLOC_TUNING.items()}
     if args.contend:
         return contend_main(parser, args, malloc_env)
+    if args.full_ranking:
+        from runners.benchkit.bench_full_ranking import run_full_ranking
+
+        print(f"bench --full-ranking: {machine()}", flush=True)
+        status, text = run_full_ranking(args.model, args.dataset, args.overrides, args.repeats, args.threads,
+                                        cpu_description())
+        print(text)
+        return status
     if args.device:
         args.overrides.append(f"trainer.device={args.device}")
         args.no_naive = args.no_naive or args.device != "cpu"

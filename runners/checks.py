@@ -44,7 +44,9 @@ CHOICES: dict[str, tuple[str, ...]] = {"protocol.select_on": ("test", "valid"),
                                        "protocol.select_metric": SELECT_METRICS,
                                        "protocol.split": ("paper", "loo_val", "temporal"),
                                        "protocol.eval_negatives_kind": ("uniform", "popularity"),
-                                       "protocol.eval_negatives_pool": ("sequence", "history")}
+                                       "protocol.eval_negatives_pool": ("sequence", "history"),
+                                       "protocol.ties": ("pessimistic", "random", "optimistic"),
+                                       "protocol.full_ranking_history": ("exclude", "zero")}
 
 # Model constructor arguments that size a layer: each must be an integer >= 1 (0 builds an empty layer: a model
 # with nothing to learn, or one that learns without its history). Lists size one layer per entry.

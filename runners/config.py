@@ -69,6 +69,8 @@ class Job:
     select_metric: str  # what selects and stops on the select_on split (runners/train/selection.SELECT_METRICS)
     test_access_limit: int | None
     full_ranking_users: int
+    ties: str  # tie policy of sampled and full ranks: pessimistic | random | optimistic
+    full_ranking_history: str  # the user's earlier items in full ranking: exclude | zero (scored 0, S3Rec's)
     processes: int  # data-parallel workers
     backend: str  # how they sum gradients
     threads: int  # torch threads per training process (trainer.num_threads as resolved: recorded, hashed)
@@ -250,7 +252,7 @@ def job_settings(cfg: DictConfig) -> Job:
                data=data_settings(cfg), seed=cfg.seed, label=p.label, select_on=p.select_on,
                select_metric=p.select_metric,
                test_access_limit=p.test_access_limit, full_ranking_users=p.full_ranking_users,
-               processes=int(t.processes), backend=t.dist_backend,
+               ties=p.ties, full_ranking_history=p.full_ranking_history, processes=int(t.processes), backend=t.dist_backend,
                threads=threads, flush_denormal=t.flush_denormal,
                tracking_uri=cfg.mlflow.tracking_uri,
                experiment=cfg.mlflow.experiment or f"{cfg.dataset.name}/{p.name}",

@@ -4,6 +4,7 @@ The test rows are only reachable through TestSetGuard, which counts reads (proto
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -99,16 +100,41 @@ def _eval_batches(order: np.ndarray, lengths: np.ndarray, batch_size: int, cells
         start = end
 
 
-def _history_items(maker: BatchMaker, user: int, end: int) -> np.ndarray:
-    return maker.items[maker.indptr[user]:end]
+HISTORY = {"exclude": float("-inf"), "zero": 0.0}  # protocol.full_ranking_history -> the score its items get
+
+
+def history_cells(indptr: np.ndarray, items: np.ndarray, user: np.ndarray,
+                  end: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(row, item) of every item before each row's target in its user's sequence: row r's items are
+    items[indptr[user[r]]:end[r]], gathered with one np.repeat (no per-row loop)."""
+    starts = indptr[user]
+    counts = end - starts
+    first = np.cumsum(counts) - counts  # where each row's cells begin in the output
+    flat = np.arange(int(counts.sum())) + np.repeat(starts - first, counts)
+    return np.repeat(np.arange(len(user)), counts), items[flat].astype(np.int64)
+
+
+def count_above(scores: torch.Tensor, target_score: torch.Tensor, strict: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Per row, the items scored >= the target (the target included) and, with `strict`, those scored > it;
+    counted by numpy on the CPU (several times faster than torch's bool sum), by torch elsewhere."""
+    if scores.device.type == "cpu":
+        s, t = scores.numpy(), target_score.numpy()
+        at_least = np.count_nonzero(s >= t, axis=1)
+        return at_least, np.count_nonzero(s > t, axis=1) if strict else at_least
+    at_least = (scores >= target_score).sum(1).cpu().numpy()
+    return at_least, (scores > target_score).sum(1).cpu().numpy() if strict else at_least
 
 
 @torch.no_grad()
-def full_ranks(model: SeqRecModel, maker: BatchMaker, rows: Rows, batch_size: int,
-               max_scores: int = 16_000_000) -> np.ndarray:
-    """0-based rank of each row's target among ALL items, excluding the items before it in the user's sequence
-    (their training items); ties count against the target. Batches keep B x n_items <= `max_scores`, so memory
-    stays bounded (no n_users x n_items matrix)."""
+def full_ranks(model: SeqRecModel, maker: BatchMaker, rows: Rows, batch_size: int, ties: str = "pessimistic",
+               history: str = "exclude", seed: int = 0, max_scores: int = 16_000_000) -> np.ndarray:
+    """0-based rank of each row's target among ALL items. The items before it in the user's sequence (their
+    training items) are excluded (`history="exclude"`: scored -inf) or scored 0 and still ranked ("zero", S3Rec's);
+    ties are resolved by `ties` (metrics.resolve_ties, random ties drawn from `seed`). Batches keep
+    B x n_items <= `max_scores`, so memory stays bounded (no n_users x n_items matrix)."""
+    metrics.check_ties(ties)
+    if history not in HISTORY:
+        raise ValueError(f"protocol.full_ranking_history must be one of {', '.join(HISTORY)}, got {history!r}")
     was_training = model.training
     model.eval()
     maker = on_model_device(maker, model)
@@ -117,44 +143,58 @@ def full_ranks(model: SeqRecModel, maker: BatchMaker, rows: Rows, batch_size: in
     if maker.max_len:
         lengths = np.minimum(lengths, maker.max_len)
     order = np.argsort(lengths, kind="stable")
-    ranks = np.empty(len(rows), dtype=np.int64)
+    at_least, greater = np.empty(len(rows), dtype=np.int64), np.empty(len(rows), dtype=np.int64)
     step = max(1, min(batch_size, max_scores // max(n_items, 1)))
+    indptr, items = np.asarray(maker.indptr), np.asarray(maker.items)
     for idx in _eval_batches(order, lengths, step):
         part = rows.take(idx)
         scores = model.full_scores(maker.make(part)).float()  # [B, n_items]
-        target = torch.from_numpy(part.target).to(scores.device)
-        seen_rows = np.repeat(np.arange(len(idx)), part.end - maker.indptr[part.user])
-        seen_items = np.concatenate([_history_items(maker, u, e) for u, e in zip(part.user, part.end)])
-        seen = (torch.from_numpy(seen_rows).to(scores.device),
-                torch.from_numpy(seen_items.astype(np.int64)).to(scores.device))
-        scores[seen] = float("-inf")
-        target_score = scores.gather(1, target[:, None])  # [B, 1]
-        ranks[idx] = ((scores >= target_score).sum(1) - 1).cpu().numpy()
+        seen_rows, seen_items = history_cells(indptr, items, part.user, part.end)
+        scores[torch.from_numpy(seen_rows).to(scores.device), torch.from_numpy(seen_items).to(scores.device)] = \
+            HISTORY[history]
+        target_score = scores.gather(1, torch.from_numpy(part.target.astype(np.int64)).to(scores.device)[:, None])
+        at_least[idx], greater[idx] = count_above(scores, target_score, strict=ties != "pessimistic")
     model.train(was_training)
-    return ranks
+    if ties == "pessimistic":
+        return at_least - 1
+    return metrics.resolve_ties(greater, at_least - greater - 1, ties, seed)
 
 
-def extra_metrics(outcome: EvalOutcome, ranks: np.ndarray | None, ks: tuple[int, ...] = (5, 10, 20)) -> dict:
-    """Metrics beyond the paper's AUC: pooled ROC-AUC; with sampled negatives, sampled AUC (= GAUC), HR/NDCG@10;
-    with full ranks, HR/NDCG@{5,10,20} and MRR over the whole catalogue."""
+def extra_metrics(outcome: EvalOutcome, ranks: np.ndarray | None, ks: tuple[int, ...] = (5, 10, 20),
+                  ties: str = "pessimistic", seed: int = 0) -> dict:
+    """Metrics beyond the paper's AUC: pooled ROC-AUC; with sampled negatives, sampled AUC (= GAUC), HR/NDCG@{1,5,
+    10,20} and MRR (ties resolved by `ties`); with full ranks, HR/NDCG@{5,10,20} and MRR over the whole catalogue."""
     out = {"roc_auc": metrics.pooled_roc_auc(outcome.score_pos, outcome.score_neg)}
     if outcome.score_negs is not None and outcome.score_negs.size:
         out["gauc"] = metrics.gauc(outcome.score_pos, outcome.score_negs)
-        sampled = metrics.hit_ndcg_mrr(metrics.ranks_among(outcome.score_pos, outcome.score_negs), ks=(10,))
+        ranks_sampled = metrics.ranks_among(outcome.score_pos, outcome.score_negs, ties, seed)
+        sampled = metrics.hit_ndcg_mrr(ranks_sampled, ks=(1, 5, 10, 20))
         out.update({f"sampled_{k}": v for k, v in sampled.items()})
     if ranks is not None:
         out.update({f"full_{k}": v for k, v in metrics.hit_ndcg_mrr(ranks, ks).items()})
     return out
 
 
+def ranking_subset(n_rows: int, full_ranking_users: int, seed: int) -> np.ndarray:
+    """Sorted indices of the rows ranked against the whole catalogue: all (-1) or a seeded subset of the count."""
+    if full_ranking_users == 0:
+        raise ValueError("full ranking needs ranked users: set protocol.full_ranking_users to -1 (all) or a count "
+                         ">= 1")
+    n = n_rows if full_ranking_users < 0 else min(full_ranking_users, n_rows)
+    return np.sort(np.random.default_rng(seed).choice(n_rows, size=n, replace=False))
+
+
 def final_evaluation(model: SeqRecModel, maker: BatchMaker, rows: Rows, split: Split, batch_size: int,
-                     full_ranking_users: int, seed: int) -> tuple[EvalOutcome, dict]:
+                     full_ranking_users: int, seed: int, ties: str = "pessimistic",
+                     history: str = "exclude") -> tuple[EvalOutcome, dict]:
     """Outcomes on `rows` (positive, frozen negative, the split's sampled negatives) and the extra metrics; full
-    ranking on a seeded subset of `full_ranking_users` users (-1: all, 0: none)."""
+    ranking on a seeded subset of `full_ranking_users` users (-1: all, 0: none), with the users it ranked and the
+    seconds it took (full_ranking_users_ranked, full_ranking_seconds). Ties and the user's history: full_ranks."""
     outcome = evaluate(model, maker, rows, batch_size, extra_negs=split.eval_negs)
-    ranks = None
+    ranks, timing = None, {}
     if full_ranking_users:
-        n = len(rows) if full_ranking_users < 0 else min(full_ranking_users, len(rows))
-        subset = np.sort(np.random.default_rng(seed).choice(len(rows), size=n, replace=False))
-        ranks = full_ranks(model, maker, rows.take(subset), batch_size)
-    return outcome, extra_metrics(outcome, ranks)
+        subset = ranking_subset(len(rows), full_ranking_users, seed)
+        t0 = time.perf_counter()
+        ranks = full_ranks(model, maker, rows.take(subset), batch_size, ties, history, seed)
+        timing = {"full_ranking_seconds": time.perf_counter() - t0, "full_ranking_users_ranked": len(subset)}
+    return outcome, {**extra_metrics(outcome, ranks, ties=ties, seed=seed), **timing}

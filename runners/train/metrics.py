@@ -27,9 +27,34 @@ def gauc(score_pos: np.ndarray, score_negs: np.ndarray) -> float:
     return float(per_user.mean())
 
 
-def ranks_among(score_pos: np.ndarray, score_others: np.ndarray) -> np.ndarray:
-    """0-based rank of the positive among itself and the others [U, K]; ties are resolved pessimistically."""
-    return (score_others >= score_pos[:, None]).sum(1)
+TIES = ("pessimistic", "random", "optimistic")  # protocol.ties
+
+
+def check_ties(ties: str) -> None:
+    if ties not in TIES:
+        raise ValueError(f"protocol.ties must be one of {', '.join(TIES)}, got {ties!r}")
+
+
+def resolve_ties(greater: np.ndarray, equal: np.ndarray, ties: str, seed: int = 0) -> np.ndarray:
+    """0-based ranks from the counts of items scored above the target (`greater`) and tied with it (`equal`, the
+    target itself not counted). pessimistic: the target ranks after all its ties; optimistic: before them all
+    (S3Rec's `argsort().argsort()` rule read with a stable sort: the target, column 0, comes first; numpy's default
+    unstable sort places it elsewhere among its ties); random: at a uniform place among them, drawn from `seed`."""
+    check_ties(ties)
+    greater, equal = np.asarray(greater, dtype=np.int64), np.asarray(equal, dtype=np.int64)
+    if ties == "pessimistic":
+        return greater + equal
+    if ties == "optimistic":
+        return greater
+    return greater + np.random.default_rng(seed).integers(0, equal + 1)
+
+
+def ranks_among(score_pos: np.ndarray, score_others: np.ndarray, ties: str = "pessimistic",
+                seed: int = 0) -> np.ndarray:
+    """0-based rank of the positive among itself and the others [U, K], ties resolved by `ties` (resolve_ties)."""
+    greater = np.count_nonzero(score_others > score_pos[:, None], axis=1)
+    equal = np.count_nonzero(score_others == score_pos[:, None], axis=1)
+    return resolve_ties(greater, equal, ties, seed)
 
 
 def hit_ndcg_mrr(ranks: np.ndarray, ks: tuple[int, ...] = (5, 10, 20)) -> dict[str, float]:

@@ -17,7 +17,7 @@ from datasets.split import Split, eval_negatives_at
 from datasets.table import Table
 from models.interface import SeqRecModel
 from runners.train import metrics
-from runners.train.evaluation import EvalOutcome, TestSetGuard, evaluate, full_ranks
+from runners.train.evaluation import EvalOutcome, TestSetGuard, evaluate, full_ranks, ranking_subset
 
 RANK_METRICS = ("mrr", "hr_5", "hr_10", "hr_20", "ndcg_5", "ndcg_10", "ndcg_20")  # metrics.hit_ndcg_mrr's names
 SELECT_METRICS = ("auc", *(f"sampled_{m}" for m in RANK_METRICS), *(f"full_{m}" for m in RANK_METRICS))
@@ -35,17 +35,20 @@ class EvalData:
     table: Table | None = None  # None: negatives are never redrawn (split.eval_negs_redraw needs the table)
     metric: str = "auc"  # one of SELECT_METRICS
     full_ranking_users: int = 0  # users of the selection split ranked for a full_* metric (-1: all)
-    seed: int = 0  # the seed of that subset (the final evaluation's)
+    seed: int = 0  # the seed of that subset and of random ties (the final evaluation's)
+    ties: str = "pessimistic"  # protocol.ties (runners/train/metrics.resolve_ties)
+    history: str = "exclude"  # protocol.full_ranking_history (runners/train/evaluation.full_ranks)
 
 
 def eval_data(table: Table, split: Split, max_len: int | None, test_guard: TestSetGuard | None, metric: str = "auc",
-              full_ranking_users: int = 0, seed: int = 0) -> EvalData:
+              full_ranking_users: int = 0, seed: int = 0, ties: str = "pessimistic",
+              history: str = "exclude") -> EvalData:
     """The EvalData of `table` and `split`: one host BatchMaker and the validation rows, if the split has them."""
     if metric not in SELECT_METRICS:
         raise ValueError(f"protocol.select_metric must be one of {', '.join(SELECT_METRICS)}, got {metric!r}")
     valid = eval_rows(table, split, "valid") if split.valid_pos is not None else None
     return EvalData(BatchMaker(table, max_len=max_len), valid, test_guard, split, table, metric, full_ranking_users,
-                    seed)
+                    seed, ties, history)
 
 
 def selection_negatives(evals: EvalData, evaluation: int) -> np.ndarray:
@@ -62,15 +65,6 @@ def selection_negatives(evals: EvalData, evaluation: int) -> np.ndarray:
     return eval_negatives_at(split, evals.table, evaluation) if split.eval_negs_redraw else split.eval_negs
 
 
-def ranking_subset(n_rows: int, full_ranking_users: int, seed: int) -> np.ndarray:
-    """Sorted indices of the rows ranked against the whole catalogue (-1: all), as the final evaluation draws them."""
-    if full_ranking_users == 0:
-        raise ValueError("a full_* protocol.select_metric needs ranked users: set protocol.full_ranking_users to -1 "
-                         "(all) or a count >= 1")
-    n = n_rows if full_ranking_users < 0 else min(full_ranking_users, n_rows)
-    return np.sort(np.random.default_rng(seed).choice(n_rows, size=n, replace=False))
-
-
 def selection_score(model: SeqRecModel, evals: EvalData, rows: Rows, batch_size: int,
                     evaluation: int) -> tuple[EvalOutcome, float]:
     """(outcomes on `rows`, the value of `evals.metric` on them): the positive and frozen negative are always
@@ -84,9 +78,9 @@ def selection_score(model: SeqRecModel, evals: EvalData, rows: Rows, batch_size:
     if family == "sampled":
         outcome = evaluate(model, evals.maker, rows, batch_size,
                            extra_negs=selection_negatives(evals, evaluation))
-        ranks = metrics.ranks_among(outcome.score_pos, outcome.score_negs)
+        ranks = metrics.ranks_among(outcome.score_pos, outcome.score_negs, evals.ties, evals.seed)
     else:
         outcome = evaluate(model, evals.maker, rows, batch_size)
         subset = ranking_subset(len(rows), evals.full_ranking_users, evals.seed)
-        ranks = full_ranks(model, evals.maker, rows.take(subset), batch_size)
+        ranks = full_ranks(model, evals.maker, rows.take(subset), batch_size, evals.ties, evals.history, evals.seed)
     return outcome, metrics.hit_ndcg_mrr(ranks, ks)[name]

@@ -130,6 +130,10 @@ def test_loo_val_reads_test_once_and_optimism_protocol_measures_the_gap(tmp_path
     common = [f"paths.cache_dir={tmp_path / 'cache'}", f"mlflow.tracking_uri={uri}"]
     honest = run(compose(["model=bpr", "protocol=loo_val", *QUICK, *common]))
     assert honest["test_accesses"] == 1
+    # the tie policy and the history rule are named in the run's params; the full ranking's users and time logged
+    params = mlflow.MlflowClient(uri).get_run(honest["run_id"]).data.params
+    assert params["protocol.ties"] == "pessimistic" and params["protocol.full_ranking_history"] == "exclude"
+    assert honest["test_full_ranking_users_ranked"] == 200 and honest["test_full_ranking_seconds"] > 0
     # the final validation read, with the selected weights loaded, scores what the selection scored
     assert honest["valid_auc"] == pytest.approx(honest["best_valid_auc"], abs=1e-12)
     diag = run(compose(["model=bpr", "protocol=optimism", *QUICK, *common]))
