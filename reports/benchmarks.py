@@ -3,7 +3,7 @@ model and metric, the published figure and the difference, as markdown.
 
 The published figures live in reports/published/<table>.csv (dataset, evaluation, metric, model, value); the runs
 come from reports/runs.py (MLflow only). A run's row name is its model tag plus its variant
-(`+tags.variant=ce` -> "sasrec [ce]"); the published column is the model tag's (POP for "pop [ties=optimistic]").
+(`+tags.variant=ce` -> "sasrec [ce]"); the published column is the model tag's (POP for "pop [optimistic_ties]").
 """
 from __future__ import annotations
 

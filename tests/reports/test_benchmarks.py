@@ -24,7 +24,7 @@ def test_published_s3rec_table_is_whole():
 
 def fake_runs() -> pd.DataFrame:
     rows = []
-    for model, seed, hr10 in (("sasrec", "0", 0.45), ("sasrec", "1", 0.47), ("pop [ties=optimistic]", "0", 0.34)):
+    for model, seed, hr10 in (("sasrec", "0", 0.45), ("sasrec", "1", 0.47), ("pop [optimistic_ties]", "0", 0.34)):
         rows.append({"dataset": "sports", "model": model, "seed": seed, "metrics.test_sampled_hr_10": hr10,
                      "metrics.test_full_ndcg_20": 0.02, "metrics.wall_time_s": 60.0})
     return pd.DataFrame(rows)
@@ -36,7 +36,7 @@ def test_cells_average_seeds_and_find_the_published_column_of_a_variant():
     assert (sas.n, sas.mean, sas.published) == (2, pytest.approx(0.46), pytest.approx(0.4622))
     assert sas.sd == pytest.approx(np.std([0.45, 0.47], ddof=1))
     assert sas.diff == pytest.approx(0.46 - 0.4622)
-    pop = got[("sports", "pop [ties=optimistic]", "sampled", "hr_10")]
+    pop = got[("sports", "pop [optimistic_ties]", "sampled", "hr_10")]
     assert (pop.n, pop.published) == (1, pytest.approx(0.3423))
     assert ("sports", "sasrec", "sampled", "mrr") not in got  # not measured: no cell
 
@@ -44,5 +44,5 @@ def test_cells_average_seeds_and_find_the_published_column_of_a_variant():
 def test_render_names_each_cell_measured_published_and_difference():
     text = render(cells(measured(fake_runs()), published("s3rec")), fake_runs(), "t", "cmd")
     assert "0.4600 ± 0.0141 / 0.4622 (-0.0022)" in text
-    assert "| pop \\[ties=optimistic\\] | 1 |" in text  # markdown-escaped
+    assert "| pop \\[optimistic_ties\\] | 1 |" in text  # markdown-escaped
     assert "## sports: full metrics" in text

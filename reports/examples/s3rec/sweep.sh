@@ -21,7 +21,7 @@ one() {  # dataset model seed [extra overrides...]
 pops() {  # both tie rules: the suite's pessimistic default and S3Rec's optimistic one
     for data in lastfm toys yelp sports; do
         one "$data" pop 0
-        one "$data" pop 0 protocol.ties=optimistic +tags.variant=ties=optimistic
+        one "$data" pop 0 protocol.ties=optimistic +tags.variant=optimistic_ties
     done
 }
 LANE=${1:-a}
