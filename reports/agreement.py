@@ -13,7 +13,7 @@ from reports import stats
 from reports.cells import format_value, of_group, seeds_text, wide_cells
 from reports.labels import (DASH, PAPER_METRIC, column_title, dataset_order, fmt_num, fmt_p, label, model_order,
                             md_code, md_text, paper_column_of, paper_value)
-from reports.runs import finished
+from reports.runs import EVAL_KNOBS, finished
 
 RANK_METRICS = ("test_auc", "test_sampled_ndcg_10", "test_full_ndcg_10")      # the rankings compared
 EXTRA_AGREEMENT_METRICS = ("test_gauc", "test_full_hr_10", "test_full_mrr")    # shown when logged
@@ -126,8 +126,13 @@ def _negatives_config(done: pd.DataFrame) -> tuple[str, str | None]:
                                                         "protocol.full_ranking_users"))
     config = (f"`protocol.eval_negatives` = {k or '?'}" + (f" ({kind})" if kind and k != "0" else "")
               + f" sampled negatives per test user, `protocol.full_ranking_users` = {users or '?'} (users ranked "
-              "against the whole catalogue; -1 = all, 0 = none)")
+              "against the whole catalogue; -1 = all, 0 = none); " + protocol_settings(done))
     return config, users
+
+
+def protocol_settings(runs: pd.DataFrame) -> str:
+    """Every evaluation knob of `runs` (reports.runs.EVAL_KNOBS) as `key` = value, several values joined by /."""
+    return ", ".join(f"`{p}` = {v}" for p in EVAL_KNOBS if (v := _param_values(runs, p)) is not None)
 
 
 def _metric_table(e: dict, sub: pd.DataFrame, shown: list[str]) -> list[str]:

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from reports.agreement import protocol_settings
 from reports.labels import md_text
 from reports.runs import RunFilter, finished, pick_runs, query_runs
 
@@ -81,11 +82,12 @@ def render(all_cells: dict, runs: pd.DataFrame, title: str, command: str) -> str
     lines = [f"# {md_text(title)}", "", f"Made by `{command}`. Each cell: measured mean ± sd over seeds / "
              "published (measured − published). Runs: FINISHED only; n = seeds per row.", ""]
     for dataset in sorted({k[0] for k in all_cells}):
+        lines += [f"## {md_text(dataset)}", "", "Settings: " + protocol_settings(runs[runs["dataset"] == dataset]), ""]
         for evaluation, names in METRICS.items():
             rows = sorted({k[1] for k in all_cells if k[0] == dataset and k[2] == evaluation}, key=_row_order)
             if not rows:
                 continue
-            lines += [f"## {md_text(dataset)}: {evaluation} metrics", "",
+            lines += [f"### {evaluation.capitalize()} metrics", "",
                       "| model | n | " + " | ".join(m.upper().replace("_", "@") for m in names) + " |",
                       "|---|---:|" + "---:|" * len(names)]
             for row in rows:

@@ -20,8 +20,11 @@ OUTCOMES_ARTIFACT = "outcomes/test_outcomes.csv"
 TAGS = ("model", "variant", "dataset", "protocol", "protocol_label", "seed", "recipe", "paper_column", "git_commit",
         "git_dirty", "data_hash", "split_hash", "config_hash", "sweep_dir", "error", "mlflow.runName")
 PARAMS = ("trainer.max_steps", "trainer.eval_every", "trainer.epochs", "trainer.patience", "model.epochs", "model.name",
-          "dataset.name", "protocol.name", "protocol.eval_negatives", "protocol.eval_negatives_kind",
-          "protocol.full_ranking_users", "seed")
+          "dataset.name", "protocol.name", "seed", *(f"protocol.{k}" for k in (
+              "eval_negatives", "eval_negatives_kind", "eval_negatives_pool", "eval_negatives_redraw",
+              "eval_negatives_file", "select_on", "select_metric", "ties", "full_ranking_history",
+              "full_ranking_users", "split", "split_seed")))
+EVAL_KNOBS = tuple(p for p in PARAMS if p.startswith("protocol.") and p != "protocol.name")  # named in reports
 KEY_METRICS = ("test_auc", "test_roc_auc", "best_step", "steps", "epochs_done", "train_seconds", "examples_per_s",
                "wall_time_s", "n_test_users")
 GROUP = ["protocol", "recipe", "dataset", "model"]    # one table cell; its seeds are the cell's runs

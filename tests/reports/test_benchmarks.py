@@ -26,7 +26,8 @@ def fake_runs() -> pd.DataFrame:
     rows = []
     for model, seed, hr10 in (("sasrec", "0", 0.45), ("sasrec", "1", 0.47), ("pop [optimistic_ties]", "0", 0.34)):
         rows.append({"dataset": "sports", "model": model, "seed": seed, "metrics.test_sampled_hr_10": hr10,
-                     "metrics.test_full_ndcg_20": 0.02, "metrics.wall_time_s": 60.0})
+                     "metrics.test_full_ndcg_20": 0.02, "metrics.wall_time_s": 60.0, "params.protocol.ties":
+                     "optimistic" if "optimistic" in model else "pessimistic", "params.protocol.eval_negatives": "99"})
     return pd.DataFrame(rows)
 
 
@@ -45,4 +46,5 @@ def test_render_names_each_cell_measured_published_and_difference():
     text = render(cells(measured(fake_runs()), published("s3rec")), fake_runs(), "t", "cmd")
     assert "0.4600 ± 0.0141 / 0.4622 (-0.0022)" in text
     assert "| pop \\[optimistic_ties\\] | 1 |" in text  # markdown-escaped
-    assert "## sports: full metrics" in text
+    assert "## sports\n" in text and "### Full metrics" in text
+    assert "`protocol.eval_negatives` = 99, " in text and "`protocol.ties` = optimistic/pessimistic" in text
