@@ -85,6 +85,7 @@ def timing_signal(length: int, dim: int) -> torch.Tensor:
 @register("attrec")
 class AttRec(SeqRecModel):
     train_format = "sequence"
+    one_user_vector = True  # full_scores: one vector per row against the catalogue
     data_parallel = False
     data_parallel_note = "its loss is a mean over the batch's windows, whose count only the whole batch knows (one row per user: an epoch is a few dozen steps anyway)"
     cuda_graphs = False

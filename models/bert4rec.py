@@ -90,6 +90,7 @@ class Block(nn.Module):
 @register("bert4rec")
 class BERT4Rec(SeqRecModel):
     train_format = "sequence"
+    one_user_vector = True  # full_scores: one vector per row against the catalogue
     data_parallel = False
     data_parallel_note = "its loss is a mean over the batch's masked positions, whose count only the whole batch knows"
     cuda_graphs = False

@@ -49,6 +49,7 @@ from models.registry import register
 @register("caser")
 class Caser(SeqRecModel):
     train_format = "sequence"
+    one_user_vector = True  # full_scores: one vector per row against the catalogue
     data_parallel = False
     data_parallel_note = "its loss is a mean over the batch's windows, whose count only the whole batch knows"
     cuda_graphs = False

@@ -56,6 +56,10 @@ class SeqRecModel(nn.Module):
     gradient_free: ClassVar[bool] = False  # learns without gradients (POP): its lr may be 0
     cuda_graphs: ClassVar[bool] = True  # its training step can be captured as a CUDA graph (see above)
     cuda_graphs_note: ClassVar[str] = ""
+    # full_scores comes from one user vector per row (a matrix product, or counts): ranking every user against the
+    # catalogue is affordable. False (the default, and ATRank, DIN, Bi-LSTM + Attention): each item is a forward
+    # pass, so protocol.full_ranking_users=-1 ranks protocol.full_ranking_target_aware_users seeded users instead
+    one_user_vector: ClassVar[bool] = False
 
     def loss(self, batch: Batch) -> torch.Tensor:
         raise NotImplementedError
@@ -135,6 +139,7 @@ class UserVectorModel(PointwiseModel):
     paired training batch encodes each history once for its positive and its negative; u counts once per row in
     the L2, as when the two rows were separate), and the full catalogue is one matmul.
     """
+    one_user_vector = True
 
     def user_vector(self, batch: Batch) -> torch.Tensor:
         raise NotImplementedError

@@ -26,6 +26,7 @@ from models.registry import register
 @register("pop")
 class Pop(SeqRecModel):
     train_format = "pairwise"
+    one_user_vector = True  # full_scores: the same counts for every row, no forward pass per item
     data_parallel = False
     gradient_free = True
     data_parallel_note = "its counts would hold only rank 0's share of each batch"

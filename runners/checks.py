@@ -39,6 +39,7 @@ COUNTS: dict[str, tuple[int, bool, str]] = {
     "protocol.test_access_limit": (1, True, "null = no limit"),
     "protocol.eval_negatives": (0, False, "0 = none"),
     "protocol.full_ranking_users": (-1, False, "-1 = all users, 0 = none"),
+    "protocol.full_ranking_target_aware_users": (-1, False, "-1 = all users, 0 = none"),
 }
 CHOICES: dict[str, tuple[str, ...]] = {"protocol.select_on": ("test", "valid"),
                                        "protocol.select_metric": SELECT_METRICS,

@@ -68,7 +68,7 @@ class Job:
     select_on: str  # "test" (paper) or "valid"
     select_metric: str  # what selects and stops on the select_on split (runners/train/selection.SELECT_METRICS)
     test_access_limit: int | None
-    full_ranking_users: int
+    full_ranking_users: int  # users ranked against the catalogue (-1 all, 0 none), as resolved by ranked_users
     ties: str  # tie policy of sampled and full ranks: pessimistic | random | optimistic
     full_ranking_history: str  # the user's earlier items in full ranking: exclude | zero (scored 0, S3Rec's)
     processes: int  # data-parallel workers
@@ -83,6 +83,13 @@ class Job:
     user_tags: dict[str, str]  # the config's `tags` (+tags.<k>=<v>), set last so they win
     resolved: dict  # the resolved config as built: logged, and hashed into the run's identity
     debug_raise: str | bool | None  # testing aid: fail the job before training
+
+
+def ranked_users(requested: int, target_aware: int, one_user_vector: bool) -> int:
+    """Users a full ranking covers: protocol.full_ranking_users, except that "all" (-1) becomes
+    protocol.full_ranking_target_aware_users for a model that runs a forward pass per item (its one_user_vector is
+    False: ranking every user of a large set would take hours); the count ranked is logged either way."""
+    return target_aware if requested == -1 and not one_user_vector else requested
 
 
 def run_name(cfg: DictConfig) -> str:
@@ -251,7 +258,9 @@ def job_settings(cfg: DictConfig) -> Job:
                settings=train_settings(cfg, None),
                data=data_settings(cfg), seed=cfg.seed, label=p.label, select_on=p.select_on,
                select_metric=p.select_metric,
-               test_access_limit=p.test_access_limit, full_ranking_users=p.full_ranking_users,
+               test_access_limit=p.test_access_limit,
+               full_ranking_users=ranked_users(p.full_ranking_users, p.full_ranking_target_aware_users,
+                                               model_of(cfg).one_user_vector),
                ties=p.ties, full_ranking_history=p.full_ranking_history, processes=int(t.processes), backend=t.dist_backend,
                threads=threads, flush_denormal=t.flush_denormal,
                tracking_uri=cfg.mlflow.tracking_uri,

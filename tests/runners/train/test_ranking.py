@@ -151,7 +151,23 @@ def test_protocol_defaults_rank_all_users_under_loo_val_with_pessimistic_ties(pr
     from runners.config import check_config, job_settings
     from tests.runners.conftest import compose
 
-    cfg = compose([f"protocol={protocol}"])
+    cfg = compose([f"protocol={protocol}", "model=sasrec"])
     check_config(cfg)
     job = job_settings(cfg)
     assert (job.full_ranking_users, job.ties, job.full_ranking_history) == (users, "pessimistic", "exclude")
+    atrank = job_settings(compose([f"protocol={protocol}", "model=atrank"]))  # a forward pass per item: capped
+    assert atrank.full_ranking_users == (1000 if users == -1 else users)
+
+
+def test_all_users_means_all_for_one_vector_models_and_the_target_aware_cap_for_the_others():
+    """protocol.full_ranking_users=-1 ranks every user where full_scores is one vector per row (SASRec, BPR, POP,
+    ...) and protocol.full_ranking_target_aware_users where each item is a forward pass (ATRank, DIN, Bi-LSTM +
+    Attention); an explicit count is kept for both."""
+    from models.registry import get_model
+    from runners.config import ranked_users
+
+    vector = {m for m in ("sasrec", "bert4rec", "caser", "pop", "bpr", "bilstm", "cnn", "gru4rec", "attrec")}
+    for name in vector | {"atrank", "din", "bilstm_att"}:
+        assert get_model(name).one_user_vector == (name in vector), name
+    assert ranked_users(-1, 1000, True) == -1 and ranked_users(-1, 1000, False) == 1000
+    assert ranked_users(500, 1000, False) == 500 and ranked_users(0, 1000, True) == 0
