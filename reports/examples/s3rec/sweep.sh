@@ -4,6 +4,7 @@
 # safe to rerun: finished configs are skipped (skip_finished) and interrupted runs resume from their checkpoint.
 #   nohup setsid bash reports/examples/s3rec/sweep.sh a > s3rec_a.log 2>&1 &
 #   nohup setsid bash reports/examples/s3rec/sweep.sh b > s3rec_b.log 2>&1 &
+# then lanes c and d the same way (the remaining seeds and models).
 # Every run uses one torch thread, so a 2-core machine runs the two lanes at once. Store: $S3REC_STORE (default
 # <repo>/mlruns/s3rec/mlflow.db). LastFM is evaluated on the authors' exact 99 negatives (LastFM_sample.txt).
 set -u
@@ -25,7 +26,7 @@ pops() {  # both tie rules: the suite's pessimistic default and S3Rec's optimist
     done
 }
 LANE=${1:-a}
-case $LANE in
+case $LANE in  # a and b first (the two cores), then c and d
     a)  pops
         one lastfm sasrec 0
         for seed in 0 1 2; do one toys sasrec $seed; done
@@ -37,5 +38,18 @@ case $LANE in
     b)  for seed in 0 1 2; do one sports sasrec $seed; done
         one sports sasrec 0 model.params.loss=ce +tags.variant=ce
         for m in gru4rec caser bert4rec; do one sports $m 0; done ;;
-    *)  echo "sweep.sh: unknown lane '$LANE' (a or b)" >&2; exit 2 ;;
+    c)  for m in gru4rec caser; do one yelp $m 0; done
+        one yelp sasrec 0 model.params.loss=ce +tags.variant=ce
+        for seed in 1 2; do
+            for m in gru4rec caser; do one toys $m $seed; done
+            one toys sasrec $seed model.params.loss=ce +tags.variant=ce
+        done
+        one yelp bert4rec 0
+        for seed in 1 2; do one toys bert4rec $seed; done ;;
+    d)  for seed in 1 2; do
+            for m in gru4rec caser; do one sports $m $seed; done
+            one sports sasrec $seed model.params.loss=ce +tags.variant=ce
+        done
+        for seed in 1 2; do one sports bert4rec $seed; done ;;
+    *)  echo "sweep.sh: unknown lane '$LANE' (a, b, c or d)" >&2; exit 2 ;;
 esac
