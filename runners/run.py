@@ -240,6 +240,7 @@ def run_summary(job: Job, settings: TrainSettings, n_params: int) -> str:
     budget = f"up to {s.epochs} epoch{'s' if s.epochs != 1 else ''}"
     budget += f" or {s.max_steps:,} steps" if s.max_steps is not None else ""
     every = "each epoch" if s.eval_every == 0 else f"every {s.eval_every:,} steps"
+    every += f" (selects on {job.select_on} {job.select_metric})"
     workers = f", {job.processes} processes" if job.processes > 1 else ""
     threads = f", {job.threads} thread{'s' if job.threads != 1 else ''}"  # always resolved (config.worker_threads)
     return (f"{job.run_name}: {job.model} ({n_params:,} params) on {job.data.dataset}, protocol "

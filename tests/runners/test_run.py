@@ -120,9 +120,9 @@ def logged_outcomes(uri: str, run_id: str, dst: Path) -> pd.DataFrame:
 def test_a_runs_log_line_says_what_it_does_in_one_readable_line():
     job = SimpleNamespace(run_name="atrank/clothing_seq/seed0", model="atrank", data=SimpleNamespace(
         dataset="clothing_seq"), tags={"protocol": "paper"}, label="test-set selection (as in the paper)",
-        processes=1, threads=1)
+        processes=1, threads=1, select_on="test", select_metric="auc")
     settings = TrainSettings(optimizer="sgd", lr=1.0, batch_size=32, epochs=10, max_steps=2000, eval_every=1000)
     assert run_summary(job, settings, 1234567) == (
         "atrank/clothing_seq/seed0: atrank (1,234,567 params) on clothing_seq, protocol paper: test-set selection "
-        "(as in the paper); up to 10 epochs or 2,000 steps of sgd lr 1, batch 32, evaluated every 1,000 steps; "
-        "device cpu fp32, 1 thread")
+        "(as in the paper); up to 10 epochs or 2,000 steps of sgd lr 1, batch 32, evaluated every 1,000 steps "
+        "(selects on test auc); device cpu fp32, 1 thread")
