@@ -36,7 +36,7 @@ import torch  # noqa: E402
 
 from runners.step.device import device_info, resolve_device, use_device, what_torch_sees  # noqa: E402
 
-MODELS = "atrank,bpr,bilstm,bilstm_att,cnn,din,gru4rec,sasrec,attrec"
+MODELS = "atrank,bpr,bilstm,bilstm_att,cnn,din,gru4rec,sasrec,attrec,caser,bert4rec"
 FIRST_PART_S = {"full": 60.0, "smoke": 10.0}  # assumed time of the first throughput part (none measured yet)
 CPU_EX_PER_S = 8000.0  # assumed CPU training rate of ATRank on clothing_seq (14,224 ex/s measured on 2 cores)
 CLOTHING_OVERHEAD_S = 30.0  # loading clothing_seq, building the model, the test evaluation (assumed)
