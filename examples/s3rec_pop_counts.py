@@ -2,7 +2,7 @@
 frozen 99 negatives; LastFM: the authors' file) with item counts from the training part (the suite's POP) or from
 every interaction, the held-out validation and test items included, under both tie rules.
 
-    python reports/examples/s3rec/pop_counts.py lastfm toys sports yelp
+    python examples/s3rec_pop_counts.py lastfm toys sports yelp
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-REPO_ROOT = Path(__file__).resolve().parents[3]
+REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
 from hydra import compose, initialize_config_dir  # noqa: E402
