@@ -207,7 +207,7 @@ def final_metrics(job: Job, split: Split, settings: TrainSettings, model: SeqRec
     validation split, the same metrics on it; with track_test, the optimism of test-set selection."""
     guard = evals.test_guard
     test, test_extra = final_evaluation(model, evals.maker, guard.rows(), split, settings.eval_batch_size,
-                                        job.full_ranking_users, job.seed, evals.ties, evals.history)
+                                        evals.full_ranking_users, evals.seed, evals.ties, evals.history)
     final = {"test_auc": test.auc, **{f"test_{k}": v for k, v in test_extra.items()},
              f"best_{job.select_on}_{job.select_metric}": result.best_score, "best_step": result.best_step,
              "steps": result.steps, "epochs_done": result.epochs_done, "train_seconds": result.train_seconds,
@@ -216,7 +216,7 @@ def final_metrics(job: Job, split: Split, settings: TrainSettings, model: SeqRec
              "test_accesses": guard.accesses, "n_test_users": len(test.user)}
     if evals.valid_rows is not None:
         valid, valid_extra = final_evaluation(model, evals.maker, evals.valid_rows, split,
-                                              settings.eval_batch_size, job.full_ranking_users, job.seed,
+                                              settings.eval_batch_size, evals.full_ranking_users, evals.seed,
                                               evals.ties, evals.history)
         final.update({"valid_auc": valid.auc, **{f"valid_{k}": v for k, v in valid_extra.items()}})
     if result.best_test_auc is not None and job.select_on == "valid":  # protocol=optimism (diagnostic)
