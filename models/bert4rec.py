@@ -10,7 +10,9 @@ Representations from Transformer", CIKM 2019 (authors' code: FeiSun/BERT4Rec, Te
     out(h) = LN(GELU(h W_t + b_t)) M^T + b            the authors' output head: transform, tied items, item bias
 
 Training (train_format "sequence"): a row's `hist` is the user's whole training sequence; its last `max_len`
-items are the input. In each row max(1, round(n * mask_prob)) of its n items (at most `max_predictions`) are
+items are the input (`train_window="last"`), or, with `train_window="random"`, `max_len` consecutive items from
+a start drawn uniformly afresh at every step (a longer sequence's older items are trained on too; the batches
+must then keep the whole sequence: `model.max_len=null`). In each row max(1, round(n * mask_prob)) of its n items (at most `max_predictions`) are
 replaced by the [MASK] token (an extra embedding row, index n_items), chosen uniformly with torch's RNG afresh at
 every step. Loss: softmax cross-entropy over the whole catalogue at each masked position, averaged over the
 masked positions of the batch (the original recipe; no sampled negatives).
@@ -33,7 +35,8 @@ Departures from the authors' code:
   authors train 400k steps of AdamWeightDecay lr 1e-4 (weight decay 0.01, 100 warm-up steps, linear decay).
 - Masks are redrawn every step from the last max_len items of each user; the authors precompute 10 masked copies
   (dupe_factor) of every sliding window (step 0.1 * max_len) of long sequences, so older windows of a user longer
-  than max_len are not trained on here.
+  than max_len are not trained on here. `train_window="random"` trains on them: one window per user and step,
+  every start equally likely (the authors: every window a row, so a long user weighs more per epoch).
 - All chosen positions become [MASK] (the authors' mask_prob = 1.0 for every set: no random-item or keep cases).
 - The softmax runs over the n_items real items only; the authors' vocabulary also holds [PAD], [MASK] and unused
   tokens as (never correct) classes.
@@ -99,8 +102,10 @@ class BERT4Rec(SeqRecModel):
     def __init__(self, n_users: int, n_items: int, n_categories: int, item_category: np.ndarray,
                  dim: int = 64, n_blocks: int = 2, n_heads: int = 2, dropout: float = 0.5,
                  attn_dropout: float = 0.2, max_len: int = 50, mask_prob: float = 0.6, max_predictions: int = 30,
-                 init_std: float = 0.02):
+                 init_std: float = 0.02, train_window: str = "last"):
         super().__init__()
+        if train_window not in ("last", "random"):
+            raise ValueError(f"bert4rec: train_window must be 'last' or 'random', got {train_window!r}")
         if not 0.0 < mask_prob <= 1.0:
             raise ValueError(f"bert4rec: mask_prob must be in (0, 1], got {mask_prob!r}")
         if max_len < 2 or max_predictions < 1:
@@ -108,6 +113,7 @@ class BERT4Rec(SeqRecModel):
                              f"{max_predictions}")
         self.n_items, self.max_len = n_items, max_len
         self.mask_prob, self.max_predictions = mask_prob, max_predictions
+        self.train_window = train_window
         self.item = nn.Embedding(n_items + 1, dim)  # row n_items is [MASK]
         self.pos = nn.Embedding(max_len, dim)
         self.norm = nn.LayerNorm(dim, eps=LN_EPS)
@@ -135,6 +141,14 @@ class BERT4Rec(SeqRecModel):
         idx = (lengths - keep)[:, None] + steps[None, :]  # [B, W]
         mask = steps[None, :] < keep[:, None]  # [B, W]
         return seq.gather(1, idx.clamp(min=0, max=max(seq.shape[1] - 1, 0))).masked_fill(~mask, 0), mask, keep
+
+    def random_windows(self, seq: torch.Tensor, lengths: torch.Tensor
+                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Like last_items with keep_at_most = max_len, but each row longer than max_len keeps max_len consecutive
+        items from a start drawn uniformly in [0, length - max_len]."""
+        spare = (lengths - self.max_len).clamp(min=0)  # [B] how many starts beyond the first
+        back = (torch.rand(len(lengths), device=seq.device) * (spare + 1)).floor().long().clamp(max=spare)
+        return self.last_items(seq, lengths - back, self.max_len)  # the window ends `back` items before the last
 
     def encode(self, items: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:  # [B, W] -> [B, W, D]
         W = items.shape[1]
@@ -177,7 +191,10 @@ class BERT4Rec(SeqRecModel):
 
     def loss(self, batch: Batch) -> torch.Tensor:
         hist = batch.hist.masked_fill(~batch.mask, 0)
-        items, mask, keep = self.last_items(hist, batch.lengths, self.max_len)
+        if self.train_window == "random":
+            items, mask, keep = self.random_windows(hist, batch.lengths)
+        else:
+            items, mask, keep = self.last_items(hist, batch.lengths, self.max_len)
         if not bool(mask.any()):
             return self.item.weight.sum() * 0.0  # no item in this batch
         masked = self.cloze_mask(mask, keep)  # [B, W]

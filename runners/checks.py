@@ -96,6 +96,17 @@ def check_selection(metric: str, eval_negatives: int, full_ranking_users: int) -
                          f"protocol.full_ranking_users={full_ranking_users}: set it to -1 (all) or a count >= 1")
 
 
+def check_train_window(params: Mapping[str, Any], batch_max_len: int | None) -> None:
+    """A model that draws its training window from the whole sequence (BERT4Rec's train_window=random) gets
+    batches longer than that window, or the draw has nothing to draw from."""
+    window = params.get("max_len")
+    if params.get("train_window") == "random" and batch_max_len is not None and is_int(window) \
+            and batch_max_len <= window:
+        raise ValueError(f"model.params.train_window=random draws {window} consecutive items from anywhere in the "
+                         f"training sequence, but model.max_len={batch_max_len} cuts every batch to the last "
+                         f"{batch_max_len} items: set model.max_len=null (the whole sequence)")
+
+
 def check_model_sizes(params: Mapping[str, Any], where: str = "model.params") -> None:
     """Every layer size of the model's constructor arguments is >= 1; dropout is in [0, 1)."""
     problems = []

@@ -19,7 +19,7 @@ from datasets.raw import _LOADERS as LOADERS  # noqa: PLC2701  (the loader kinds
 from datasets.table import TABLE_SETTINGS
 from models.external import model_class, source_file
 from runners.checks import (CHOICES, COUNTS, DATA_ARGS, check_counts, check_known_keys, check_model_sizes,
-                            check_selection, declared_keys)
+                            check_selection, check_train_window, declared_keys)
 from runners.step.device import check_precision, resolve_device
 from runners.paths import check_path_names
 from runners.parallel.world import check_processes
@@ -180,6 +180,7 @@ def check_config(cfg: DictConfig) -> None:
     p = cfg.protocol
     check_selection(str(p.select_metric), p.eval_negatives, p.full_ranking_users)
     check_model_sizes(model_params(cfg))
+    check_train_window(model_params(cfg), cfg.model.get("max_len"))
     device = resolve_device(cfg.trainer.device)  # cuda asked for without a GPU: what torch sees, before anything
     check_precision(str(cfg.trainer.precision), device)
     check_processes(int(cfg.trainer.processes))  # under torchrun: the processes it started

@@ -87,3 +87,35 @@ def test_bad_settings_are_refused():
         make_model(mask_prob=0.0)
     with pytest.raises(ValueError, match="divisible by n_heads"):
         make_model(dim=9, n_heads=2)
+
+
+def test_random_windows_are_consecutive_items_from_anywhere_in_a_long_row():
+    model = make_model(max_len=4, train_window="random")
+    batch = random_batch([9, 3], seed=2)
+    hist = batch.hist.masked_fill(~batch.mask, 0)
+    ends = set()
+    torch.manual_seed(0)
+    for _ in range(200):
+        items, mask, keep = model.random_windows(hist, batch.lengths)
+        assert keep.tolist() == [4, 3]
+        rows = [hist[0, s:s + 4].tolist() for s in range(6)]  # the 6 windows of the 9-item row
+        assert items[0].tolist() in rows
+        ends.add(rows.index(items[0].tolist()))
+        assert items[1, :3].tolist() == hist[1, :3].tolist() and not mask[1, 3]  # a short row is kept whole
+    assert ends == set(range(6))  # every start is drawn
+
+
+def test_the_default_window_is_the_last_max_len_items():
+    model = make_model(max_len=4)
+    batch = random_batch([9, 3], seed=2)
+    seen = []
+    model.encode = lambda items, mask: seen.append(items.clone()) or torch.zeros(*items.shape, 8)
+    model.loss(batch)
+    last = batch.hist[0, 5:9].tolist()
+    assert all(t in (N_ITEMS, last[j]) for j, t in enumerate(seen[0][0].tolist()))  # [MASK] or the last 4 items
+    assert seen[0][0].tolist().count(N_ITEMS) == 2  # round(4 * 0.6) of them masked
+
+
+def test_an_unknown_window_is_refused():
+    with pytest.raises(ValueError, match="train_window must be"):
+        make_model(train_window="sliding")

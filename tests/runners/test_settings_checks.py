@@ -37,6 +37,17 @@ def test_good_settings_pass():
     check_config(compose([*BASE, "trainer.max_steps=5", "model.batch_size=16"]))
 
 
+def test_bert4rec_random_windows_need_the_whole_sequence_in_batches():
+    from runners.config import check_config
+
+    random = ["model=bert4rec", "dataset=sample", "model.params.train_window=random"]
+    with pytest.raises(ValueError, match="model.max_len=50 cuts every batch to the last 50 items: set "
+                                         "model.max_len=null"):
+        check_config(compose(random))
+    check_config(compose([*random, "model.max_len=null"]))
+    check_config(compose(["model=bert4rec", "dataset=sample"]))
+
+
 @pytest.mark.parametrize("override, message", [
     pytest.param("model.batch_size=-32", "model.batch_size must be an integer >= 1", id="negative-batch",
                  marks=pytest.mark.slow),  # (in-process above; one CLI case stays in the default tier)
