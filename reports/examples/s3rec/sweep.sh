@@ -4,7 +4,7 @@
 # safe to rerun: finished configs are skipped (skip_finished) and interrupted runs resume from their checkpoint.
 #   nohup setsid bash reports/examples/s3rec/sweep.sh a > s3rec_a.log 2>&1 &
 #   nohup setsid bash reports/examples/s3rec/sweep.sh b > s3rec_b.log 2>&1 &
-# then lanes c and d the same way (the remaining seeds and models).
+# then lanes c and d the same way (the remaining seeds and models), and e (BERT4Rec's budget and window checks).
 # Every run uses one torch thread, so a 2-core machine runs the two lanes at once. Store: $S3REC_STORE (default
 # <repo>/mlruns/s3rec/mlflow.db). LastFM is evaluated on the authors' exact 99 negatives (LastFM_sample.txt).
 set -u
@@ -51,5 +51,11 @@ case $LANE in  # a and b first (the two cores), then c and d
             one sports sasrec $seed model.params.loss=ce +tags.variant=ce
         done
         for seed in 1 2; do one sports bert4rec $seed; done ;;
-    *)  echo "sweep.sh: unknown lane '$LANE' (a, b, c or d)" >&2; exit 2 ;;
+    e)  # LastFM's BERT4Rec and Caser gaps: a longer patience, windows from the whole sequence, more steps an epoch
+        one lastfm bert4rec 0 trainer.patience=50 +tags.variant=patience50
+        windows=(trainer.patience=50 model.params.train_window=random model.max_len=null)
+        one lastfm bert4rec 0 "${windows[@]}" +tags.variant=random_windows_patience50
+        one lastfm bert4rec 0 "${windows[@]}" model.batch_size=32 +tags.variant=random_windows_patience50_batch32
+        one lastfm caser 0 model.batch_size=13 +tags.variant=batch13 ;;  # ~512 windows a step, as the authors
+    *)  echo "sweep.sh: unknown lane '$LANE' (a, b, c, d or e)" >&2; exit 2 ;;
 esac
