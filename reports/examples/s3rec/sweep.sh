@@ -56,6 +56,8 @@ case $LANE in  # a and b first (the two cores), then c and d
         windows=(trainer.patience=50 model.params.train_window=random model.max_len=null)
         one lastfm bert4rec 0 "${windows[@]}" +tags.variant=random_windows_patience50
         one lastfm bert4rec 0 "${windows[@]}" model.batch_size=32 +tags.variant=random_windows_patience50_batch32
-        one lastfm caser 0 model.batch_size=13 +tags.variant=batch13 ;;  # ~512 windows a step, as the authors
+        one lastfm caser 0 model.batch_size=13 +tags.variant=batch13  # ~512 windows a step, as the authors
+        one sports caser 0 model.params.dim=50 model.weight_decay=1e-6 model.batch_size=512 \
+            +tags.variant=authors_settings ;;  # the Caser authors' d, L2 and batch (512 users = ~600 windows)
     *)  echo "sweep.sh: unknown lane '$LANE' (a, b, c, d or e)" >&2; exit 2 ;;
 esac
