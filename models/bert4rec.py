@@ -12,9 +12,9 @@ Representations from Transformer", CIKM 2019 (authors' code: FeiSun/BERT4Rec, Te
 Training (train_format "sequence"): a row's `hist` is the user's whole training sequence; its last `max_len`
 items are the input (`train_window="last"`), or, with `train_window="random"`, `max_len` consecutive items from
 a start drawn uniformly afresh at every step (a longer sequence's older items are trained on too; the batches
-must then keep the whole sequence: `model.max_len=null`). In each row max(1, round(n * mask_prob)) of its n items (at most `max_predictions`) are
-replaced by the [MASK] token (an extra embedding row, index n_items), chosen uniformly with torch's RNG afresh at
-every step. Loss: softmax cross-entropy over the whole catalogue at each masked position, averaged over the
+must then keep the whole sequence: `model.max_len=null`). In each row max(1, round(n * mask_prob)) of its n
+items (at most `max_predictions`) are replaced by the [MASK] token (an extra embedding row, index n_items),
+chosen uniformly with torch's RNG afresh at every step. Loss: softmax cross-entropy over the whole catalogue at each masked position, averaged over the
 masked positions of the batch (the original recipe; no sampled negatives).
 
 Scoring: [MASK] is appended after the history (its oldest item dropped when the history already holds max_len

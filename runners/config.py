@@ -179,8 +179,9 @@ def check_config(cfg: DictConfig) -> None:
     check_counts(values)
     p = cfg.protocol
     check_selection(str(p.select_metric), p.eval_negatives, p.full_ranking_users)
-    check_model_sizes(model_params(cfg))
-    check_train_window(model_params(cfg), cfg.model.get("max_len"))
+    params = model_params(cfg)
+    check_model_sizes(params)
+    check_train_window(params, cfg.model.get("max_len"))
     device = resolve_device(cfg.trainer.device)  # cuda asked for without a GPU: what torch sees, before anything
     check_precision(str(cfg.trainer.precision), device)
     check_processes(int(cfg.trainer.processes))  # under torchrun: the processes it started
