@@ -14,8 +14,9 @@ items are the input (`train_window="last"`), or, with `train_window="random"`, `
 a start drawn uniformly afresh at every step (a longer sequence's older items are trained on too; the batches
 must then keep the whole sequence: `model.max_len=null`). In each row max(1, round(n * mask_prob)) of its n
 items (at most `max_predictions`) are replaced by the [MASK] token (an extra embedding row, index n_items),
-chosen uniformly with torch's RNG afresh at every step. Loss: softmax cross-entropy over the whole catalogue at each masked position, averaged over the
-masked positions of the batch (the original recipe; no sampled negatives).
+chosen uniformly with torch's RNG afresh at every step. Loss: softmax cross-entropy over the whole catalogue at
+each masked position, averaged over the masked positions of the batch (the original recipe; no sampled
+negatives).
 
 Scoring: [MASK] is appended after the history (its oldest item dropped when the history already holds max_len
 items, so that the input stays max_len long) and the output at the [MASK] slot scores every item.
