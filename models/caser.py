@@ -19,6 +19,13 @@ rated). Loss, as the authors': -mean log sigmoid(y(targets)) - mean log(1 - sigm
 over every real (window, target) and (window, negative) of the batch. L2 (1e-6) is the optimiser's weight decay,
 as the authors' Adam(weight_decay=l2).
 
+Two named options train as RecBole's Caser does (the code S3Rec's author points to for that table's baselines):
+`windows="every_item"` cuts one window at every position 1..n-1 (inputs left-padded, targets truncated at the
+sequence's end), so every item after the first is a target, where the authors' sliding windows leave a long user's
+first L items and a short user's first n - T items untrained as targets; `loss="ce"` is softmax cross-entropy of
+each real target against the whole catalogue (y over all items), no negatives drawn. RecBole also uses T=1
+(`model.params.T=1`). Defaults stay the paper's: windows="sliding", loss="bce".
+
 Why "sequence" and not "pairwise": Caser needs L consecutive inputs and T consecutive targets of one user, and
 its negatives avoid the user's items; the sequence rows hold the whole training sequence, so windows and
 negatives come from it directly, like AttRec's. A batch is therefore batch_size USERS (each giving one or more
@@ -46,6 +53,10 @@ from models.interface import SeqRecModel
 from models.registry import register
 
 
+WINDOWS = ("sliding", "every_item")
+LOSSES = ("bce", "ce")
+
+
 @register("caser")
 class Caser(SeqRecModel):
     train_format = "sequence"
@@ -58,14 +69,18 @@ class Caser(SeqRecModel):
 
     def __init__(self, n_users: int, n_items: int, n_categories: int, item_category: np.ndarray,
                  dim: int = 50, L: int = 5, T: int = 3, n_v: int = 4, n_h: int = 16, dropout: float = 0.5,
-                 n_neg: int = 3, neg_rounds: int = 10):
+                 n_neg: int = 3, neg_rounds: int = 10, windows: str = "sliding", loss: str = "bce"):
         super().__init__()
+        if windows not in WINDOWS or loss not in LOSSES:
+            raise ValueError(f"caser: windows must be one of {', '.join(WINDOWS)} (got {windows!r}) and loss one of "
+                             f"{', '.join(LOSSES)} (got {loss!r})")
         if n_v < 0 or n_h < 0 or n_v + n_h == 0:
             raise ValueError(f"caser: n_v and n_h must be >= 0 and not both 0, got n_v={n_v}, n_h={n_h}")
         if n_neg < 1:
             raise ValueError(f"caser: n_neg must be >= 1, got {n_neg}")
         self.n_items, self.dim, self.L, self.T = n_items, dim, L, T
         self.n_v, self.n_h, self.n_neg, self.neg_rounds = n_v, n_h, n_neg, neg_rounds
+        self.window_kind, self.loss_kind = windows, loss
         self.item = nn.Embedding(n_items + 1, dim)  # row n_items pads short windows
         self.user = nn.Embedding(n_users, dim)
         self.conv_v = nn.Conv2d(1, n_v, (L, 1)) if n_v else None
@@ -114,10 +129,14 @@ class Caser(SeqRecModel):
         [M, T]). Window s has targets s_s..s_{s+T-1} and inputs s_{s-L}..s_{s-1}."""
         n, N, dev = batch.lengths, batch.hist.shape[1], batch.hist.device
         starts = torch.arange(1, N, device=dev)  # [S]
-        full = (starts[None, :] >= self.L) & (starts[None, :] <= n[:, None] - self.T)  # [B, S]
-        short_start = (n - self.T).clamp(min=1)  # [B], the one window of a user with n < L + T
-        short = (n[:, None] < self.L + self.T) & (n[:, None] >= 2) & (starts[None, :] == short_start[:, None])
-        row, start = (full | short).nonzero(as_tuple=True)  # [M]
+        if self.window_kind == "every_item":
+            chosen = starts[None, :] < n[:, None]  # [B, S], every start 1..n-1
+        else:
+            full = (starts[None, :] >= self.L) & (starts[None, :] <= n[:, None] - self.T)  # [B, S]
+            short_start = (n - self.T).clamp(min=1)  # [B], the one window of a user with n < L + T
+            short = (n[:, None] < self.L + self.T) & (n[:, None] >= 2) & (starts[None, :] == short_start[:, None])
+            chosen = full | short
+        row, start = chosen.nonzero(as_tuple=True)  # [M]
         s = starts[start]
         h_idx = s[:, None] - self.L + torch.arange(self.L, device=dev)  # [M, L]
         t_idx = s[:, None] + torch.arange(self.T, device=dev)  # [M, T]
@@ -141,6 +160,9 @@ class Caser(SeqRecModel):
         if len(row) == 0:
             return self.W2.weight.sum() * 0.0  # no window in this batch
         x = self.hidden(inputs, batch.user[row])  # [M, 2d]
+        if self.loss_kind == "ce":  # every real target against the catalogue
+            log_p = F.log_softmax(x @ self.W2.weight.T + self.b2.weight.T, dim=1)  # [M, n_items]
+            return -log_p.gather(1, targets)[tmask].mean()
         neg = self.sample_negatives((len(row), self.T * self.n_neg), batch.hist[row], batch.mask[row])  # [M, T*K]
         nmask = tmask.repeat_interleave(self.n_neg, dim=1)  # [M, T*K], n_neg negatives per real target
 

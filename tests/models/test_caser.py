@@ -1,6 +1,6 @@
-"""Caser specifics: the yaml's paper settings, the training windows (sliding L + T, one per short user), the
-loss against the authors' formula, the convolutions against a hand-written loop, negatives avoiding the user's
-items, the last L items at scoring, fitting next items, the n_v / n_h ablations."""
+"""Caser specifics: the yaml's paper settings, the training windows (sliding L + T, one per short user; RecBole's
+every item), the loss against the authors' formula and CE's softmax, the convolutions against a hand-written loop,
+negatives avoiding the user's items, the last L items at scoring, fitting next items, the n_v / n_h ablations."""
 from __future__ import annotations
 
 from dataclasses import replace
@@ -56,6 +56,37 @@ def test_loss_is_the_authors_bce():
     negs = torch.cat([y(neg)[m, :3 * int(tmask[m].sum())] for m in range(len(row))])
     expected = -torch.log(torch.sigmoid(pos)).mean() - torch.log(1 - torch.sigmoid(negs)).mean()
     assert torch.allclose(model.loss(batch), expected, atol=1e-5, rtol=0)
+
+
+def test_every_item_windows_make_every_item_after_the_first_a_target():
+    model = make_model(windows="every_item")
+    batch = random_batch([10, 4, 1, 2])
+    row, inputs, targets, tmask = model.windows(batch)
+    h = batch.hist
+    assert row.tolist() == [0] * 9 + [1] * 3 + [3]  # starts 1..n-1 of every row; none for the 1-item row
+    for k, s in enumerate(range(1, 10)):
+        padded = [PAD] * max(0, 5 - s) + h[0, max(0, s - 5):s].tolist()
+        assert inputs[k].tolist() == padded
+        assert tmask[k].tolist() == [s + j < 10 for j in range(3)]
+        assert targets[k][tmask[k]].tolist() == h[0, s:min(s + 3, 10)].tolist()
+    assert {t for k in range(9) for t in targets[k][tmask[k]].tolist()} == set(h[0, 1:10].tolist())
+    assert inputs[12].tolist() == [PAD] * 4 + [h[3, 0].item()] and tmask[12].tolist() == [True, False, False]
+
+
+def test_ce_loss_is_softmax_over_the_catalogue():
+    model = make_model(dropout=0.0, windows="every_item", loss="ce", T=1)
+    batch = random_batch([10, 4, 2])
+    row, inputs, targets, tmask = model.windows(batch)
+    x = model.hidden(inputs, batch.user[row])
+    logits = x @ model.W2.weight.T + model.b2.weight[:, 0]  # [M, n_items]
+    expected = torch.stack([torch.logsumexp(logits[m], 0) - logits[m, targets[m, 0]] for m in range(len(row))]).mean()
+    assert len(row) == 9 + 3 + 1 and torch.allclose(model.loss(batch), expected, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("option", [{"windows": "all"}, {"loss": "bpr"}])
+def test_unknown_windows_or_loss_is_refused(option):
+    with pytest.raises(ValueError, match="windows must be one of sliding, every_item .* loss one of bce, ce"):
+        make_model(**option)
 
 
 def test_convolutions_equal_a_hand_written_loop():
