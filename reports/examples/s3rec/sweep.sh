@@ -4,7 +4,8 @@
 # safe to rerun: finished configs are skipped (skip_finished) and interrupted runs resume from their checkpoint.
 #   nohup setsid bash reports/examples/s3rec/sweep.sh a > s3rec_a.log 2>&1 &
 #   nohup setsid bash reports/examples/s3rec/sweep.sh b > s3rec_b.log 2>&1 &
-# then lanes c and d the same way (the remaining seeds and models), and e (BERT4Rec's budget and window checks).
+# then lanes c and d the same way (the remaining seeds and models), e (BERT4Rec's budget and window checks) and f
+# (Caser's training windows).
 # Every run uses one torch thread, so a 2-core machine runs the two lanes at once. Store: $S3REC_STORE (default
 # <repo>/mlruns/s3rec/mlflow.db). LastFM is evaluated on the authors' exact 99 negatives (LastFM_sample.txt).
 set -u
@@ -59,5 +60,12 @@ case $LANE in  # a and b first (the two cores), then c and d
         one lastfm caser 0 model.batch_size=13 +tags.variant=batch13  # ~512 windows a step, as the authors
         one sports caser 0 model.params.dim=50 model.weight_decay=1e-6 model.batch_size=512 \
             +tags.variant=authors_settings ;;  # the Caser authors' d, L2 and batch (512 users = ~600 windows)
-    *)  echo "sweep.sh: unknown lane '$LANE' (a, b, c, d or e)" >&2; exit 2 ;;
+    f)  # Caser's gap on the Amazon sets: a window before every item (RecBole's cutting), with BCE and with CE
+        one sports caser 0 model.params.windows=every_item model.params.loss=ce model.params.T=1 \
+            +tags.variant=recbole_training
+        every=(model.params.windows=every_item +tags.variant=every_item_windows)
+        for seed in 0 1 2; do one sports caser $seed "${every[@]}"; done
+        for seed in 0 1 2; do one toys caser $seed "${every[@]}"; done
+        one yelp caser 0 "${every[@]}" ;;
+    *)  echo "sweep.sh: unknown lane '$LANE' (a, b, c, d, e or f)" >&2; exit 2 ;;
 esac
