@@ -49,7 +49,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from datasets.batch import Batch
-from models.interface import SeqRecModel
+from models.interface import SeqRecModel, check_choices
 from models.registry import register
 
 
@@ -71,9 +71,7 @@ class Caser(SeqRecModel):
                  dim: int = 50, L: int = 5, T: int = 3, n_v: int = 4, n_h: int = 16, dropout: float = 0.5,
                  n_neg: int = 3, neg_rounds: int = 10, windows: str = "sliding", loss: str = "bce"):
         super().__init__()
-        if windows not in WINDOWS or loss not in LOSSES:
-            raise ValueError(f"caser: windows must be one of {', '.join(WINDOWS)} (got {windows!r}) and loss one of "
-                             f"{', '.join(LOSSES)} (got {loss!r})")
+        check_choices(windows=(windows, WINDOWS), loss=(loss, LOSSES))
         if n_v < 0 or n_h < 0 or n_v + n_h == 0:
             raise ValueError(f"caser: n_v and n_h must be >= 0 and not both 0, got n_v={n_v}, n_h={n_h}")
         if n_neg < 1:
@@ -120,9 +118,13 @@ class Caser(SeqRecModel):
         x = self.hidden(self.last_window(batch), batch.user)  # [B, 2d], once per row
         return torch.einsum("bd,bcd->bc", x, self.W2(candidates)) + self.b2(candidates)[..., 0]
 
+    def catalogue_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """y(i) for every item i of the catalogue, from hidden states x [M, 2d] -> [M, n_items]."""
+        return x @ self.W2.weight.T + self.b2.weight.T
+
     @torch.no_grad()
     def full_scores(self, batch: Batch, chunk: int = 4096) -> torch.Tensor:  # -> [B, n_items]
-        return self.hidden(self.last_window(batch), batch.user) @ self.W2.weight.T + self.b2.weight.T
+        return self.catalogue_logits(self.hidden(self.last_window(batch), batch.user))
 
     def windows(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """The training windows of the batch: (row of each [M], inputs [M, L], targets [M, T], target mask
@@ -161,7 +163,7 @@ class Caser(SeqRecModel):
             return self.W2.weight.sum() * 0.0  # no window in this batch
         x = self.hidden(inputs, batch.user[row])  # [M, 2d]
         if self.loss_kind == "ce":  # every real target against the catalogue
-            log_p = F.log_softmax(x @ self.W2.weight.T + self.b2.weight.T, dim=1)  # [M, n_items]
+            log_p = F.log_softmax(self.catalogue_logits(x), dim=1)  # [M, n_items]
             return -log_p.gather(1, targets)[tmask].mean()
         neg = self.sample_negatives((len(row), self.T * self.n_neg), batch.hist[row], batch.mask[row])  # [M, T*K]
         nmask = tmask.repeat_interleave(self.n_neg, dim=1)  # [M, T*K], n_neg negatives per real target

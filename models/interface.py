@@ -80,6 +80,14 @@ class SeqRecModel(nn.Module):
         """Hook run after every optimiser step; default: nothing."""
 
 
+def check_choices(**choices: tuple[str, tuple[str, ...]]) -> None:
+    """Each named argument's value is one of its choices; else ValueError naming the argument."""
+    problems = [f"model.params.{k}={v!r}: expected one of {', '.join(allowed)}"
+                for k, (v, allowed) in choices.items() if v not in allowed]
+    if problems:
+        raise ValueError("; ".join(problems))
+
+
 def category_buffer(item_category: np.ndarray | torch.Tensor) -> torch.Tensor:
     """The item -> category lookup as a long tensor, to register as a buffer."""
     return torch.as_tensor(np.asarray(item_category), dtype=torch.long)

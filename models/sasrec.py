@@ -49,7 +49,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from datasets.batch import Batch
-from models.interface import SeqRecModel
+from models.interface import SeqRecModel, check_choices
 from models.registry import register
 
 
@@ -192,14 +192,6 @@ class SASRec(SeqRecModel):
         neg_logits = (out * self.item(neg)).sum(-1)
         per_step = -(F.logsigmoid(pos_logits) + F.logsigmoid(-neg_logits))  # [B, W]
         return per_step[mask].mean()
-
-
-def check_choices(**choices: tuple[str, tuple[str, ...]]) -> None:
-    """Each named argument's value is one of its choices; else ValueError naming the argument."""
-    problems = [f"model.params.{k}={v!r}: expected one of {', '.join(allowed)}"
-                for k, (v, allowed) in choices.items() if v not in allowed]
-    if problems:
-        raise ValueError("; ".join(problems))
 
 
 def init_normal(model: nn.Module, std: float) -> None:

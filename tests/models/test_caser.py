@@ -83,9 +83,12 @@ def test_ce_loss_is_softmax_over_the_catalogue():
     assert len(row) == 9 + 3 + 1 and torch.allclose(model.loss(batch), expected, atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize("option", [{"windows": "all"}, {"loss": "bpr"}])
-def test_unknown_windows_or_loss_is_refused(option):
-    with pytest.raises(ValueError, match="windows must be one of sliding, every_item .* loss one of bce, ce"):
+@pytest.mark.parametrize("option, message", [
+    ({"windows": "all"}, "model.params.windows='all': expected one of sliding, every_item"),
+    ({"loss": "bpr"}, "model.params.loss='bpr': expected one of bce, ce"),
+])
+def test_unknown_windows_or_loss_is_refused(option, message):
+    with pytest.raises(ValueError, match=message):
         make_model(**option)
 
 
